@@ -1,0 +1,29 @@
+//! The command-line tree. Every server flag can also come from a `DISTSYNC_*` variable.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// distsync: distributed locks, queues and a coherent cache.
+#[derive(Debug, Parser)]
+#[command(name = "distsync", version, about)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax); `RUST_LOG` takes precedence.
+    #[arg(long, global = true, env = "DISTSYNC_LOG", default_value = "info")]
+    pub log: String,
+    /// Log line format.
+    #[arg(long, global = true, env = "DISTSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a deterministic simulation sweep (no sockets, no clock, one seed per run).
+    Sim(crate::sim::SimArgs),
+}

@@ -1,0 +1,29 @@
+//! The `distsync` binary: every service, the local launcher, the simulators and the clients.
+
+mod cli;
+mod sim;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    // Flags override the environment, which overrides `.env`: load `.env` before parsing.
+    dotenvy::dotenv().ok();
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_format);
+    match cli.command {
+        Command::Sim(args) => sim::run(args),
+    }
+}
+
+fn init_tracing(filter: &str, format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Pretty => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,1 @@
+//! Consistent-hash ring with virtual nodes and a fixed, process-independent hash

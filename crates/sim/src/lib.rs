@@ -1,0 +1,1 @@
+//! Deterministic simulator: seeded network, clock, disk and crashes, with invariant checkers
