@@ -44,7 +44,9 @@ pub struct TestBugs {
 impl TestBugs {
     /// Whether any bug is on.
     pub fn any(&self) -> bool {
-        self.commit_previous_term_by_count || self.grant_second_vote_in_term || self.skip_persist_vote
+        self.commit_previous_term_by_count
+            || self.grant_second_vote_in_term
+            || self.skip_persist_vote
     }
 }
 
@@ -73,7 +75,9 @@ impl RaftConfig {
             return Err(ConfigError::Invalid("id must be non-zero"));
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Invalid("heartbeat_interval_ticks must be at least 1"));
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval_ticks must be at least 1",
+            ));
         }
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return Err(ConfigError::Invalid(

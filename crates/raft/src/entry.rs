@@ -1,6 +1,6 @@
 //! Log entries, hard state and snapshots: everything the caller persists.
 
-use crate::membership::{Membership, MembershipChange};
+use crate::membership::Membership;
 use crate::types::{LogIndex, NodeId, Term};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,10 @@ pub enum EntryPayload {
     Noop,
     /// An opaque application command; Raft never looks inside.
     Command(Bytes),
-    /// A single-server membership change; it takes effect as soon as it is appended.
-    Membership(MembershipChange),
+    /// The complete membership after a single-server change. Carrying the whole configuration,
+    /// not the delta, lets a node that joins with no history learn it from any one entry. It
+    /// takes effect as soon as it is appended.
+    Membership(Membership),
 }
 
 /// One entry of the replicated log.
@@ -33,7 +35,9 @@ impl Entry {
         24 + match &self.payload {
             EntryPayload::Noop => 0,
             EntryPayload::Command(data) => data.len(),
-            EntryPayload::Membership(_) => 16,
+            EntryPayload::Membership(membership) => {
+                8 * (membership.voters.len() + membership.learners.len())
+            }
         }
     }
 }
