@@ -1,0 +1,20 @@
+//! The HTTP API of distsync: every request and response body, and the error body with its stable
+//! machine-readable codes. The server and the client both use these types, so no shape is
+//! written twice, and the OpenAPI document is derived from them.
+//!
+//! Request bodies reject unknown fields: a misspelt field is an error, not a silent default.
+#![warn(missing_docs)]
+
+mod error;
+mod lock;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use lock::{
+    AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,
+    HolderView, LockMode, LockState, MemberView, ReleaseRequest, ReleaseResponse, SessionResponse,
+    WaiterView,
+};
+
+/// Header carrying a client-chosen key that makes a write safe to retry: a retried request with
+/// the same key is applied once and answered with the first outcome.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";

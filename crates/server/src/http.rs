@@ -1,0 +1,105 @@
+//! What every HTTP API shares: the JSON error type, a JSON extractor whose rejections are JSON
+//! errors too, and the JSON 404 fallback.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use distsync_api::{ErrorBody, ErrorCode};
+use serde::de::DeserializeOwned;
+
+/// Request bodies larger than this are refused with 413 before they are read whole.
+pub const BODY_LIMIT_BYTES: usize = 1 << 20;
+
+/// An error answered as `{"code", "message"}` with the status its code implies.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with the status conventionally used for `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status: status_for(code),
+            body: ErrorBody::new(code, message),
+        }
+    }
+
+    /// `invalid_request` (400).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// `internal` (500).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+/// The status each code is answered with.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::NotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::Deadlock | ErrorCode::NotHeld | ErrorCode::IdempotencyKeyReused => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::MembershipChangeRejected => StatusCode::CONFLICT,
+        ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// Like `axum::Json`, but a body that is not valid JSON of the expected shape is answered with a
+/// JSON `invalid_request` (or `payload_too_large`) naming the problem, not axum's plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {BODY_LIMIT_BYTES} bytes"),
+        );
+    }
+    ApiError::invalid(rejection.body_text())
+}
+
+/// The JSON answer for paths that name nothing.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
