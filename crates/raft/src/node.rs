@@ -144,15 +144,19 @@ impl RaftNode {
             }
             expected = expected.next();
         }
-        if let Some(last) = persisted.entries.last() {
-            if last.term > persisted.hard_state.term {
-                return Err(RaftError::CorruptState(format!(
-                    "entry {} has term {} beyond the persisted term {}",
-                    last.index, last.term, persisted.hard_state.term
-                )));
-            }
+        let mut hard_state = persisted.hard_state;
+        let last_term = persisted
+            .entries
+            .last()
+            .map_or(snapshot.meta.last_term, |entry| entry.term);
+        if last_term > hard_state.term {
+            // A crash between writing a Ready's entries and its hard state leaves entries of a
+            // term the hard state never recorded. Nothing that depended on that Ready was sent
+            // (it was never fsynced whole), so no vote in that term left this node: adopting the
+            // term with no vote is what the lost write would have said at most.
+            hard_state.term = last_term;
+            hard_state.voted_for = None;
         }
-        let hard_state = persisted.hard_state;
         let log = RaftLog::restore(snapshot, persisted.entries, hard_state.commit);
         let mut node = RaftNode {
             id: config.id,
