@@ -24,6 +24,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run one node of a service.
+    Serve(crate::serve::ServeArgs),
     /// Run a deterministic simulation sweep (no sockets, no clock, one seed per run).
     Sim(crate::sim::SimArgs),
 }

@@ -1,6 +1,7 @@
 //! The `distsync` binary: every service, the local launcher, the simulators and the clients.
 
 mod cli;
+mod serve;
 mod sim;
 
 use clap::Parser;
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_format);
     match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -218,6 +218,18 @@ impl RaftNode {
         (snapshot.meta.last_index > LogIndex(0)).then_some(snapshot)
     }
 
+    /// Leader only: the highest index known replicated on `id` (`None` off the leader or for a
+    /// node that is not a member). Used to promote a learner once it has caught up.
+    pub fn follower_match(&self, id: NodeId) -> Option<LogIndex> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        if id == self.id {
+            return Some(self.log.stable_last());
+        }
+        self.progress.get(&id).map(|progress| progress.match_index)
+    }
+
     /// Advances logical time by one tick: election timeouts, heartbeats, CheckQuorum and
     /// retransmission are all counted in ticks.
     pub fn tick(&mut self) {

@@ -43,7 +43,7 @@ impl ApiError {
 /// The status each code is answered with.
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest | ErrorCode::UnknownReceipt => StatusCode::BAD_REQUEST,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -52,7 +52,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::MembershipChangeRejected => StatusCode::CONFLICT,
         ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NoLeader | ErrorCode::ShardUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

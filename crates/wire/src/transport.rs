@@ -41,6 +41,7 @@ pub struct Inbound<M> {
 }
 
 struct Peer<M> {
+    addr: String,
     queue: mpsc::Sender<M>,
     task: JoinHandle<()>,
 }
@@ -86,11 +87,23 @@ impl<M: Serialize + Send + 'static> PeerTransport<M> {
         let task = tokio::spawn(run_outbound(
             self.self_id,
             id,
-            addr,
+            addr.clone(),
             receiver,
             Arc::clone(&self.stats),
         ));
-        self.peers.insert(id, Peer { queue, task });
+        self.peers.insert(id, Peer { addr, queue, task });
+    }
+
+    /// As [`PeerTransport::add_peer`], but keeps an existing connection to the same address.
+    pub fn add_peer_if_changed(&mut self, id: u64, addr: String) {
+        if self.peers.get(&id).is_none_or(|peer| peer.addr != addr) {
+            self.add_peer(id, addr);
+        }
+    }
+
+    /// The peers being dialed.
+    pub fn peer_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.peers.keys().copied()
     }
 
     /// Stops talking to peer `id`.

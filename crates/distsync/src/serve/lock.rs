@@ -1,0 +1,112 @@
+//! `distsync serve lock`.
+
+use anyhow::Context;
+use clap::Args;
+use distsync_lock::LockConfig;
+use distsync_server::lock::{LockNodeConfig, SessionTiming, run_lock_node};
+use distsync_server::raft::{ClusterSpec, DriverConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Run a lock-service node.
+#[derive(Debug, Args)]
+pub struct LockServeArgs {
+    /// This node's id (a key of --cluster).
+    #[arg(long, env = "DISTSYNC_NODE_ID")]
+    pub id: u64,
+    /// Every node: `ID=HTTP_ADDR/RAFT_ADDR,…`. Addresses are only for dialing.
+    #[arg(long, env = "DISTSYNC_CLUSTER")]
+    pub cluster: ClusterSpec,
+    /// Directory of the write-ahead log and snapshots.
+    #[arg(long, env = "DISTSYNC_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Bind the HTTP API here instead of this node's address in --cluster (e.g. 0.0.0.0:7001).
+    #[arg(long, env = "DISTSYNC_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
+    /// Bind the peer port here instead of this node's address in --cluster.
+    #[arg(long, env = "DISTSYNC_LISTEN_RAFT")]
+    pub listen_raft: Option<String>,
+    /// Start outside the membership and wait to be added (POST /v1/cluster/members).
+    #[arg(long, env = "DISTSYNC_JOIN")]
+    pub join: bool,
+    /// Minimum election timeout; each election draws from [t, 2t).
+    #[arg(long, env = "DISTSYNC_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval.
+    #[arg(long, env = "DISTSYNC_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Length of one Raft tick.
+    #[arg(long, env = "DISTSYNC_TICK_MS", default_value_t = 10)]
+    pub tick_ms: u64,
+    /// Take a snapshot every this many applied entries.
+    #[arg(long, env = "DISTSYNC_SNAPSHOT_INTERVAL", default_value_t = 10_000)]
+    pub snapshot_interval: u64,
+    /// Extra time a new leader gives every session before expiring it.
+    #[arg(long, env = "DISTSYNC_LOCK_SESSION_GRACE_MS", default_value_t = 2_000)]
+    pub session_grace_ms: u64,
+    /// Smallest session TTL accepted.
+    #[arg(long, env = "DISTSYNC_LOCK_SESSION_TTL_MS_MIN", default_value_t = 500)]
+    pub session_ttl_ms_min: u64,
+    /// How long a write may take to commit before the answer is `no_leader`.
+    #[arg(long, env = "DISTSYNC_COMMIT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub commit_timeout_ms: u64,
+    /// Do not fsync the log. UNSAFE: a machine crash can lose acknowledged grants.
+    #[arg(long, env = "DISTSYNC_UNSAFE_NO_FSYNC")]
+    pub unsafe_no_fsync: bool,
+}
+
+pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
+    let own = args
+        .cluster
+        .members
+        .get(&args.id)
+        .with_context(|| {
+            format!(
+                "node {} is not listed in --cluster {}",
+                args.id, args.cluster
+            )
+        })?
+        .clone();
+    let http_addr = args.listen_http.clone().unwrap_or(own.http);
+    let raft_addr = args.listen_raft.clone().unwrap_or(own.raft);
+    let lock = LockConfig {
+        session_ttl_ms_min: args.session_ttl_ms_min,
+        ..LockConfig::default()
+    };
+    lock.validate()?;
+    let config = LockNodeConfig {
+        driver: DriverConfig {
+            id: args.id,
+            cluster: args.cluster,
+            join: args.join,
+            data_dir: args.data_dir,
+            tick: Duration::from_millis(args.tick_ms.max(1)),
+            election_timeout: Duration::from_millis(args.election_timeout_ms),
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            snapshot_interval_entries: args.snapshot_interval,
+            fsync: !args.unsafe_no_fsync,
+        },
+        lock,
+        timing: SessionTiming {
+            leader_grace: Duration::from_millis(args.session_grace_ms),
+        },
+        commit_timeout: Duration::from_millis(args.commit_timeout_ms),
+        leader_wait: Duration::from_millis(args.election_timeout_ms * 4),
+    };
+    if args.unsafe_no_fsync {
+        tracing::warn!("fsync is OFF: acknowledged grants can be lost in a machine crash");
+    }
+    tracing::info!(?config, "effective configuration");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let http = tokio::net::TcpListener::bind(&http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP API on {http_addr}"))?;
+        let raft = tokio::net::TcpListener::bind(&raft_addr)
+            .await
+            .with_context(|| format!("binding the peer port on {raft_addr}"))?;
+        run_lock_node(config, http, raft, super::shutdown_signal()).await
+    })
+}

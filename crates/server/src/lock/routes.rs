@@ -1,0 +1,467 @@
+//! HTTP handlers of the lock service. They validate, call the Raft group, and map errors; the
+//! lock semantics live in `distsync-lock`.
+
+use super::LockService;
+use super::forward::forward_to_leader;
+use super::state_machine::register_waiter;
+use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use distsync_api::{
+    AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,
+    ErrorBody, ErrorCode, HolderView, IDEMPOTENCY_KEY_HEADER, LockMode as ApiMode, LockState,
+    MemberView, ReleaseRequest, ReleaseResponse, SessionResponse, WaiterView,
+};
+use distsync_lock::{
+    FencingToken, IdempotencyKey, LockCommand, LockError, LockMode, LockName, Response as Outcome,
+    SessionId,
+};
+use distsync_raft::Role;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The lock service's routes, plus health, readiness and metrics.
+pub fn router(service: Arc<LockService>) -> Router {
+    let forwarded = Router::new()
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}/keepalive", post(keep_alive))
+        .route("/v1/sessions/{id}", delete(close_session))
+        .route("/v1/locks/{name}/acquire", post(acquire))
+        .route("/v1/locks/{name}/release", post(release))
+        .route("/v1/locks/{name}", get(lock_state))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&service),
+            forward_to_leader,
+        ));
+    Router::new()
+        .merge(forwarded)
+        .route("/v1/cluster", get(cluster_status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(service)
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_name(name: &str) -> ApiResult<LockName> {
+    LockName::new(name).map_err(ApiError::from)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<IdempotencyKey>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?;
+    IdempotencyKey::new(text).map(Some).map_err(ApiError::from)
+}
+
+fn to_core_mode(mode: ApiMode) -> LockMode {
+    match mode {
+        ApiMode::Shared => LockMode::Shared,
+        ApiMode::Exclusive => LockMode::Exclusive,
+    }
+}
+
+fn to_api_mode(mode: LockMode) -> ApiMode {
+    match mode {
+        LockMode::Shared => ApiMode::Shared,
+        LockMode::Exclusive => ApiMode::Exclusive,
+    }
+}
+
+/// Proposes `command` and waits for its outcome, at most the commit timeout: a node cut off from
+/// the majority answers `no_leader` rather than hanging.
+async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outcome> {
+    let proposal = service.raft.propose(command.encode());
+    match tokio::time::timeout(service.commit_timeout, proposal).await {
+        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Err(error))) => Err(error.into()),
+        Ok(Err(error)) => Err(error.into()),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::NoLeader,
+            format!(
+                "not committed within {:?}: this node cannot reach a majority; retry",
+                service.commit_timeout
+            ),
+        )),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> ApiError {
+    ApiError::internal(format!("unexpected outcome {outcome:?}"))
+}
+
+#[utoipa::path(post, path = "/v1/sessions", tag = "locks",
+    request_body = CreateSessionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry apply once")),
+    responses(
+        (status = 201, body = SessionResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request: bad body or TTL out of range"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn create_session(
+    State(service): State<Arc<LockService>>,
+    headers: HeaderMap,
+    Json(request): Json<CreateSessionRequest>,
+) -> ApiResult<Response> {
+    let command = LockCommand::CreateSession {
+        ttl_ms: request.ttl_ms,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    match propose(&service, command).await? {
+        Outcome::SessionCreated { session, ttl_ms } => Ok((
+            StatusCode::CREATED,
+            Json(SessionResponse {
+                session_id: session.0,
+                ttl_ms,
+            }),
+        )
+            .into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/keepalive", tag = "locks",
+    params(("id" = u64, Path, description = "Session id")),
+    responses(
+        (status = 200, body = SessionResponse),
+        (status = 404, body = ErrorBody, description = "session_not_found"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn keep_alive(
+    State(service): State<Arc<LockService>>,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<SessionResponse>> {
+    let session = SessionId(id);
+    let ttl = service
+        .raft
+        .with_local(move |state, status| {
+            if status.role != Role::Leader {
+                return Err(ApiError::new(
+                    ErrorCode::NoLeader,
+                    "leadership moved; retry",
+                ));
+            }
+            state
+                .keep_alive(session, Instant::now())
+                .ok_or_else(|| ApiError::from(LockError::SessionNotFound(session)))
+        })
+        .await??;
+    Ok(Json(SessionResponse {
+        session_id: id,
+        ttl_ms: ttl,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "locks",
+    params(("id" = u64, Path, description = "Session id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry apply once")),
+    responses(
+        (status = 204, description = "Closed; its locks were released and its waits cancelled"),
+        (status = 404, body = ErrorBody, description = "session_not_found"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn close_session(
+    State(service): State<Arc<LockService>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> ApiResult<StatusCode> {
+    let command = LockCommand::CloseSession {
+        session: SessionId(id),
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    match propose(&service, command).await? {
+        Outcome::SessionClosed { .. } => Ok(StatusCode::NO_CONTENT),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/locks/{name}/acquire", tag = "locks",
+    request_body = AcquireRequest,
+    params(("name" = String, Path, description = "Lock name: 1–256 bytes of [A-Za-z0-9._:-]"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry apply once")),
+    responses(
+        (status = 200, body = AcquireResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request: bad name, mode or body"),
+        (status = 404, body = ErrorBody, description = "session_not_found"),
+        (status = 408, body = ErrorBody, description = "timeout: not granted within wait_ms; the wait was withdrawn"),
+        (status = 409, body = ErrorBody, description = "deadlock, with the cycle"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn acquire(
+    State(service): State<Arc<LockService>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(request): Json<AcquireRequest>,
+) -> ApiResult<Json<AcquireResponse>> {
+    let started = Instant::now();
+    let name = parse_name(&name)?;
+    let session = SessionId(request.session_id);
+    let mode = to_core_mode(request.mode);
+    let wait = Duration::from_millis(request.wait_ms);
+    // Registered before proposing: a grant applied right after the proposal cannot be missed.
+    let (_guard, granted) = register_waiter(&service.waiters, session, name.clone());
+    let command = LockCommand::Acquire {
+        session,
+        name: name.clone(),
+        mode,
+        wait: request.wait_ms > 0,
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let grant = match propose(&service, command).await? {
+        Outcome::Granted(grant) => grant,
+        Outcome::NotGranted => return Err(timeout_error(&name, request.wait_ms)),
+        Outcome::Waiting { .. } => {
+            let remaining = wait.saturating_sub(started.elapsed());
+            match tokio::time::timeout(remaining, granted).await {
+                Ok(Ok(Ok(grant))) => grant,
+                Ok(Ok(Err(error))) => return Err(error.into()),
+                Ok(Err(_)) | Err(_) => {
+                    cancel_wait(&service, session, &name, request.wait_ms).await?
+                }
+            }
+        }
+        other => return Err(unexpected(&other)),
+    };
+    service
+        .metrics
+        .lock
+        .acquire_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(AcquireResponse {
+        name: grant.name.as_str().to_string(),
+        mode: to_api_mode(grant.mode),
+        fencing_token: grant.token.0,
+    }))
+}
+
+/// The wait ran out: withdraw it through the log. If the grant won the race, report the grant
+/// (answering 408 would leave a hold nobody knows about).
+async fn cancel_wait(
+    service: &LockService,
+    session: SessionId,
+    name: &LockName,
+    wait_ms: u64,
+) -> ApiResult<distsync_lock::Grant> {
+    let command = LockCommand::CancelWait {
+        session,
+        name: name.clone(),
+    };
+    match propose(service, command).await? {
+        Outcome::Granted(grant) => Ok(grant),
+        Outcome::WaitCancelled | Outcome::NotWaiting => {
+            service.metrics.lock.wait_timeouts.inc();
+            Err(timeout_error(name, wait_ms))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn timeout_error(name: &LockName, wait_ms: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::Timeout,
+        format!("lock {name} was not granted within {wait_ms} ms"),
+    )
+}
+
+#[utoipa::path(post, path = "/v1/locks/{name}/release", tag = "locks",
+    request_body = ReleaseRequest,
+    params(("name" = String, Path, description = "Lock name"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry apply once")),
+    responses(
+        (status = 200, body = ReleaseResponse),
+        (status = 404, body = ErrorBody, description = "session_not_found"),
+        (status = 409, body = ErrorBody, description = "not_held (or a stale fencing token)"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn release(
+    State(service): State<Arc<LockService>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(request): Json<ReleaseRequest>,
+) -> ApiResult<Json<ReleaseResponse>> {
+    let name = parse_name(&name)?;
+    let command = LockCommand::Release {
+        session: SessionId(request.session_id),
+        name,
+        token: request.fencing_token.map(FencingToken),
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    match propose(&service, command).await? {
+        Outcome::Released { name, token } => Ok(Json(ReleaseResponse {
+            name: name.as_str().to_string(),
+            fencing_token: token.0,
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/locks/{name}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name")),
+    responses(
+        (status = 200, body = LockState, description = "Linearizable: reflects every grant and release committed before the request"),
+        (status = 400, body = ErrorBody, description = "invalid_request: bad name"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn lock_state(
+    State(service): State<Arc<LockService>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<LockState>> {
+    let name = parse_name(&name)?;
+    let read = service.raft.read(move |state| state.table().lock(&name));
+    let info = tokio::time::timeout(service.commit_timeout, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::NoLeader,
+                "read not confirmed by a majority; retry",
+            )
+        })??;
+    Ok(Json(LockState {
+        name: info.name.as_str().to_string(),
+        holders: info
+            .holders
+            .iter()
+            .map(|holder| HolderView {
+                session_id: holder.session.0,
+                mode: to_api_mode(holder.mode),
+                fencing_token: holder.token.0,
+            })
+            .collect(),
+        waiters: info
+            .waiters
+            .iter()
+            .map(|waiter| WaiterView {
+                session_id: waiter.session.0,
+                mode: to_api_mode(waiter.mode),
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, body = ClusterStatus, description = "The answering node's own view")))]
+async fn cluster_status(State(service): State<Arc<LockService>>) -> Json<ClusterStatus> {
+    let status = service.raft.status();
+    let role = match status.role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    };
+    let members = status
+        .membership
+        .members()
+        .map(|id| {
+            let address = status.addresses.get(&id.0);
+            MemberView {
+                id: id.0,
+                http_addr: address.map(|address| address.http.clone()),
+                raft_addr: address.map(|address| address.raft.clone()),
+                voter: status.membership.is_voter(id),
+            }
+        })
+        .collect();
+    Json(ClusterStatus {
+        id: status.id,
+        role: role.to_string(),
+        term: status.term,
+        leader_id: status.leader,
+        commit_index: status.commit,
+        applied_index: status.applied,
+        members,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "cluster",
+    request_body = AddMemberRequest,
+    responses(
+        (status = 200, body = ClusterStatus, description = "Added as a voter after catching up"),
+        (status = 409, body = ErrorBody, description = "membership_change_rejected"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn add_member(
+    State(service): State<Arc<LockService>>,
+    Json(request): Json<AddMemberRequest>,
+) -> ApiResult<Json<ClusterStatus>> {
+    if request.id == 0 {
+        return Err(ApiError::invalid("node id 0 is reserved"));
+    }
+    let address = crate::raft::MemberAddress {
+        http: request.http_addr,
+        raft: request.raft_addr,
+    };
+    service
+        .raft
+        .add_member(request.id, address, Duration::from_secs(30))
+        .await?;
+    Ok(cluster_status(State(service)).await)
+}
+
+#[utoipa::path(delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "Node id")),
+    responses(
+        (status = 200, body = ClusterStatus),
+        (status = 409, body = ErrorBody, description = "membership_change_rejected"),
+        (status = 503, body = ErrorBody, description = "no_leader"),
+    ))]
+async fn remove_member(
+    State(service): State<Arc<LockService>>,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<ClusterStatus>> {
+    service.raft.remove_member(id).await?;
+    Ok(cluster_status(State(service)).await)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready once the node knows a leader and has applied everything it knows committed.
+async fn readyz(State(service): State<Arc<LockService>>) -> Response {
+    let status = service.raft.status();
+    if status.running && status.leader.is_some() && status.applied >= status.commit {
+        Json(serde_json::json!({"status": "ready", "leader_id": status.leader})).into_response()
+    } else {
+        ApiError::new(
+            ErrorCode::NoLeader,
+            format!(
+                "not ready: leader {:?}, applied {} of {} committed",
+                status.leader, status.applied, status.commit
+            ),
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(service): State<Arc<LockService>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi_document()
+            .to_pretty_json()
+            .unwrap_or_default(),
+    )
+        .into_response()
+}

@@ -1,0 +1,42 @@
+//! What a replicated service plugs into the Raft driver.
+
+use super::driver::{DriverError, NodeStatus};
+use distsync_raft::LogIndex;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Completes the request that proposed a command: immediately at apply time, or later (a lock
+/// wait is answered when a release grants it).
+pub type Responder<R> = oneshot::Sender<Result<R, DriverError>>;
+
+/// A deterministic state machine replicated through Raft. `apply` must depend only on the
+/// command and the current state (never a clock), so every replica reaches the same state;
+/// `on_tick` is where a leader may turn time into commands.
+pub trait StateMachine: Send + 'static {
+    /// What a proposer is answered with.
+    type Response: Send + 'static;
+
+    /// Applies a committed command. `responder` is present on the node that proposed it.
+    fn apply(
+        &mut self,
+        index: LogIndex,
+        command: &[u8],
+        responder: Option<Responder<Self::Response>>,
+    );
+
+    /// The whole state, for a Raft snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state with a snapshot's.
+    ///
+    /// # Errors
+    /// When the bytes are not a snapshot of this state machine.
+    fn restore(&mut self, snapshot: &[u8]) -> anyhow::Result<()>;
+
+    /// Called on every tick with the node's status. A leader returns commands to propose
+    /// (for example, expiring sessions whose deadline passed).
+    fn on_tick(&mut self, now: Instant, status: &NodeStatus) -> Vec<Vec<u8>>;
+
+    /// Called when this node gains or loses leadership.
+    fn on_leadership_change(&mut self, is_leader: bool, now: Instant);
+}
