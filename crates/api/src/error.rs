@@ -29,6 +29,10 @@ pub enum ErrorCode {
     NoLeader,
     /// A membership change is already in progress, or the change is not allowed.
     MembershipChangeRejected,
+    /// A receipt that does not parse or names a partition or shard this node does not know.
+    UnknownReceipt,
+    /// The shard holding the partition does not answer; other partitions keep working.
+    ShardUnavailable,
     /// Something failed inside the node; the message says what.
     Internal,
 }

@@ -7,12 +7,18 @@
 
 mod error;
 mod lock;
+mod queue;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use lock::{
     AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,
     HolderView, LockMode, LockState, MemberView, ReleaseRequest, ReleaseResponse, SessionResponse,
     WaiterView,
+};
+pub use queue::{
+    AckRequest, AckResponse, DeadLetterMessage, DeadLettersResponse, GroupStats, NackRequest,
+    NackResponse, PartitionPlacement, PartitionStats, PublishMessage, PublishRequest,
+    PublishResponse, QueueStats, ReceiveRequest, ReceiveResponse, ReceivedMessage, RingView,
 };
 
 /// Header carrying a client-chosen key that makes a write safe to retry: a retried request with

@@ -26,6 +26,14 @@ pub enum LogFormat {
 pub enum Command {
     /// Run one node of a service.
     Serve(crate::serve::ServeArgs),
+    /// Use the lock service: acquire, release, show.
+    Lock(crate::lock_cmd::LockArgs),
+    /// Inspect the lock cluster.
+    Cluster(crate::lock_cmd::ClusterArgs),
+    /// Load generators reporting throughput and latency.
+    Bench(crate::bench::BenchArgs),
+    /// Publish, consume and inspect queues (`distsync queue publish|consume|stats`).
+    Queue(crate::queue::cmd::QueueCmd),
     /// Run a deterministic simulation sweep (no sockets, no clock, one seed per run).
     Sim(crate::sim::SimArgs),
 }

@@ -1,6 +1,9 @@
 //! The `distsync` binary: every service, the local launcher, the simulators and the clients.
 
+mod bench;
 mod cli;
+mod lock_cmd;
+mod queue;
 mod serve;
 mod sim;
 
@@ -15,6 +18,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Lock(args) => lock_cmd::run_lock(args),
+        Command::Cluster(args) => lock_cmd::run_cluster(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Queue(cmd) => queue::cmd::run(cmd),
     }
 }
 

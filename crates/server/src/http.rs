@@ -99,6 +99,27 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::invalid(rejection.body_text())
 }
 
+/// Middleware: refuses a body whose declared `Content-Length` exceeds [`BODY_LIMIT_BYTES`]
+/// before reading any of it (bodies without a length are cut off by the body limit layer).
+pub async fn reject_oversized_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_LIMIT_BYTES as u64) {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {BODY_LIMIT_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// The JSON answer for paths that name nothing.
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")

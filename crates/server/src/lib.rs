@@ -12,4 +12,5 @@
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod queue;
 pub mod raft;

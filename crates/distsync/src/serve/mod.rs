@@ -16,11 +16,14 @@ pub struct ServeArgs {
 pub enum ServeService {
     /// A node of the Raft-replicated lock service.
     Lock(lock::LockServeArgs),
+    /// A node of the queue service (stateless over its Redis or embedded shards).
+    Queue(crate::queue::serve::QueueServeArgs),
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.service {
         ServeService::Lock(args) => lock::run(args),
+        ServeService::Queue(args) => crate::queue::serve::run(args),
     }
 }
 

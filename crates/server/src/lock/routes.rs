@@ -4,7 +4,7 @@
 use super::LockService;
 use super::forward::forward_to_leader;
 use super::state_machine::register_waiter;
-use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found};
+use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found, reject_oversized_bodies};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -47,6 +47,7 @@ pub fn router(service: Arc<LockService>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(reject_oversized_bodies))
         .with_state(service)
 }
 

@@ -337,7 +337,7 @@ pub fn spawn_driver<SM: StateMachine>(
         commit: status.commit.0,
         applied: status.applied.0,
         membership: status.membership,
-        addresses: addresses.clone(),
+        addresses: effective_addresses(&addresses, &config.cluster.members),
         running: true,
     };
     let (status_tx, status_rx) = watch::channel(initial);
@@ -356,6 +356,7 @@ pub fn spawn_driver<SM: StateMachine>(
         state_machine,
         transport,
         addresses,
+        dial_overrides: config.cluster.members.clone(),
         pending: BTreeMap::new(),
         reads: HashMap::new(),
         reads_waiting_apply: BTreeMap::new(),
@@ -383,6 +384,16 @@ pub fn spawn_driver<SM: StateMachine>(
     ))
 }
 
+/// Replicated addresses, with this node's command-line addresses taking precedence.
+fn effective_addresses(
+    replicated: &BTreeMap<u64, MemberAddress>,
+    overrides: &BTreeMap<u64, MemberAddress>,
+) -> BTreeMap<u64, MemberAddress> {
+    let mut addresses = replicated.clone();
+    addresses.extend(overrides.iter().map(|(&id, address)| (id, address.clone())));
+    addresses
+}
+
 /// Who is waiting for the entry at an index, and for which term.
 enum Pending<R> {
     Service(Term, Responder<R>),
@@ -397,7 +408,11 @@ struct Driver<SM: StateMachine> {
     storage: RaftStorage,
     state_machine: SM,
     transport: PeerTransport<Message>,
+    /// Addresses as replicated through the log and snapshots.
     addresses: BTreeMap<u64, MemberAddress>,
+    /// Addresses given on this node's command line: they win for dialing, because addresses are
+    /// a local matter (a proxy or NAT may sit between this node and a peer).
+    dial_overrides: BTreeMap<u64, MemberAddress>,
     pending: BTreeMap<u64, Pending<SM::Response>>,
     reads: HashMap<u64, ReadFn<SM>>,
     reads_waiting_apply: BTreeMap<u64, Vec<ReadFn<SM>>>,
@@ -730,7 +745,8 @@ impl<SM: StateMachine> Driver<SM> {
     /// Dials every known node but this one, at its latest address.
     fn sync_peers(&mut self) {
         let members = self.node.status().membership;
-        for (&id, address) in &self.addresses {
+        let addresses = effective_addresses(&self.addresses, &self.dial_overrides);
+        for (&id, address) in &addresses {
             if id != self.id {
                 self.transport.add_peer_if_changed(id, address.raft.clone());
             }
@@ -738,7 +754,7 @@ impl<SM: StateMachine> Driver<SM> {
         let removed: Vec<u64> = self
             .transport
             .peer_ids()
-            .filter(|id| !self.addresses.contains_key(id) && !members.contains(NodeId(*id)))
+            .filter(|id| !addresses.contains_key(id) && !members.contains(NodeId(*id)))
             .collect();
         for id in removed {
             self.transport.remove_peer(id);
@@ -755,7 +771,7 @@ impl<SM: StateMachine> Driver<SM> {
             commit: status.commit.0,
             applied: status.applied.0,
             membership: status.membership,
-            addresses: self.addresses.clone(),
+            addresses: effective_addresses(&self.addresses, &self.dial_overrides),
             running: true,
         };
         self.metrics.observe_status(&next);

@@ -1,0 +1,122 @@
+//! C-05: eviction. A Modified victim is written back before the line is dropped; E/S victims
+//! are dropped with a notice; a later read anywhere returns the latest value.
+
+use crate::common::{Cluster, config, value};
+use distsync_cache::{CacheConfig, EvictionPolicy, LineState, WritePolicy};
+
+fn fill_beyond_capacity_with_m_e_s_lines(config: CacheConfig) {
+    let mut cluster = Cluster::new(2, config);
+    cluster.write(1, "a", "a-latest"); // N1: a in M
+    cluster.read(2, "c");
+    cluster.read(1, "c"); // N1: c in S
+    cluster.read(1, "b"); // N1: b in E (capacity 3 reached)
+    assert_eq!(cluster.state(1, "a"), LineState::Modified);
+    assert_eq!(cluster.state(1, "b"), LineState::Exclusive);
+    assert_eq!(cluster.state(1, "c"), LineState::Shared);
+    assert_eq!(
+        cluster.backing_value("a"),
+        None,
+        "write-back: not yet in the backing store"
+    );
+
+    cluster.trace.clear();
+    cluster.read(1, "d"); // evicts a (least recently used / least frequently used)
+    assert_eq!(cluster.state(1, "a"), LineState::Invalid);
+    assert!(
+        cluster.trace.contains(&"N1->H PutModified".to_string()),
+        "{:?}",
+        cluster.trace
+    );
+    let put = cluster.trace.iter().position(|t| t == "N1->H PutModified");
+    let write = cluster.trace.iter().position(|t| t == "H backing Write");
+    let ack = cluster.trace.iter().position(|t| t == "H->N1 PutAck");
+    assert!(
+        put < write && write < ack,
+        "write-back before PutAck: {:?}",
+        cluster.trace
+    );
+    assert_eq!(cluster.backing_value("a").as_deref(), Some("a-latest"));
+
+    cluster.trace.clear();
+    cluster.read(1, "e"); // evicts c (S)
+    assert!(
+        cluster.trace.contains(&"N1->H PutShared".to_string()),
+        "{:?}",
+        cluster.trace
+    );
+    cluster.trace.clear();
+    cluster.read(1, "f"); // evicts b (E)
+    assert!(
+        cluster.trace.contains(&"N1->H PutExclusive".to_string()),
+        "{:?}",
+        cluster.trace
+    );
+
+    assert_eq!(value(&cluster.read(2, "a")).as_deref(), Some("a-latest"));
+    assert_eq!(value(&cluster.read(1, "a")).as_deref(), Some("a-latest"));
+}
+
+#[test]
+fn modified_victim_is_written_back_before_it_is_dropped_lru() {
+    // Proves C-05 under LRU: see `fill_beyond_capacity_with_m_e_s_lines`.
+    fill_beyond_capacity_with_m_e_s_lines(config(3));
+}
+
+#[test]
+fn modified_victim_is_written_back_before_it_is_dropped_lfu() {
+    // Proves C-05 under LFU (all three lines have frequency 1, so the oldest goes first).
+    fill_beyond_capacity_with_m_e_s_lines(CacheConfig {
+        eviction_policy: EvictionPolicy::Lfu,
+        ..config(3)
+    });
+}
+
+#[test]
+fn flush_writes_back_every_modified_line() {
+    // Proves the shutdown rule: after `flush` the backing store holds every last write.
+    let mut cluster = Cluster::new(2, config(8));
+    cluster.write(1, "x", "x1");
+    cluster.write(1, "y", "y1");
+    cluster.write(1, "x", "x2");
+    cluster.flush(1);
+    assert_eq!(cluster.backing_value("x").as_deref(), Some("x2"));
+    assert_eq!(cluster.backing_value("y").as_deref(), Some("y1"));
+    assert_eq!(cluster.state(1, "x"), LineState::Invalid);
+}
+
+#[test]
+fn write_through_acknowledges_only_after_the_backing_store_has_the_value() {
+    // Proves WritePolicy::WriteThrough: when `write` reports Written, the backing store already
+    // holds that version.
+    let mut cluster = Cluster::new(
+        2,
+        CacheConfig {
+            write_policy: WritePolicy::WriteThrough,
+            ..config(8)
+        },
+    );
+    let version = cluster.write(1, "k", "v1");
+    assert_eq!(cluster.backing_value("k").as_deref(), Some("v1"));
+    let version2 = cluster.write(1, "k", "v2");
+    assert!(version2 > version);
+    assert_eq!(cluster.backing_value("k").as_deref(), Some("v2"));
+}
+
+#[test]
+fn delete_is_a_write_of_absent_and_reaches_the_backing_store() {
+    // Proves delete: readers see "not found", and the write-back removes the value.
+    let mut cluster = Cluster::new(2, config(8));
+    cluster.write(1, "k", "v1");
+    cluster.flush(1);
+    let step = cluster
+        .nodes
+        .get_mut(&distsync_cache::NodeId(2))
+        .expect("node")
+        .delete("k".into())
+        .expect("accepted");
+    cluster.finish(2, step);
+    assert_eq!(value(&cluster.read(1, "k")), None);
+    cluster.flush(2);
+    cluster.flush(1);
+    assert_eq!(cluster.backing_value("k"), None);
+}

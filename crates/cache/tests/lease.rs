@@ -1,0 +1,117 @@
+//! C-09 (core part): a node that cannot hear from a key's home stops serving that key once its
+//! coherence lease runs out, and serves again as soon as the home answers a heartbeat.
+
+use crate::common::{Cluster, config};
+use distsync_cache::{CacheConfig, Key, NodeId, OpResult, OpStep};
+
+fn lease_config() -> CacheConfig {
+    CacheConfig {
+        lease_ticks: 20,
+        heartbeat_interval_ticks: 5,
+        ..config(8)
+    }
+}
+
+#[test]
+fn partitioned_node_stops_serving_hits_after_lease_and_resumes_after_heartbeat() {
+    // Proves the lease rule: within lease_ticks of the last answered heartbeat a hit is served;
+    // with every message lost for lease_ticks the same read waits; the next answered heartbeat
+    // completes it with the line's value.
+    let mut cluster = Cluster::new(1, lease_config());
+    cluster.write(1, "k", "v1");
+    let key = Key::from("k");
+    let hit = cluster
+        .nodes
+        .get_mut(&NodeId(1))
+        .expect("node")
+        .read(key.clone());
+    assert!(matches!(
+        hit,
+        Ok(OpStep::Done {
+            result: OpResult::Read(_),
+            ..
+        })
+    ));
+
+    for _ in 0..25 {
+        cluster.tick(1);
+        cluster.drop_messages(); // partitioned: heartbeats and answers are lost
+    }
+    assert!(!cluster.node(1).lease_valid_for(&key));
+    let step = cluster
+        .nodes
+        .get_mut(&NodeId(1))
+        .expect("node")
+        .read(key.clone())
+        .expect("accepted");
+    let OpStep::Pending { op, outbound } = step else {
+        panic!("a node without a valid lease must not serve a hit: {step:?}");
+    };
+    assert!(outbound.is_empty());
+
+    // Partition heals: the next heartbeat is answered and the waiting read completes.
+    for _ in 0..5 {
+        cluster.tick(1);
+        cluster.run();
+    }
+    let OpResult::Read(data) = cluster.take_completion(op) else {
+        panic!("read expected");
+    };
+    assert_eq!(data.value.as_deref(), Some(&b"v1"[..]));
+}
+
+#[test]
+fn partitioned_sharer_is_revoked_after_its_lease_and_never_serves_stale_data() {
+    // Proves revocation: N2 shares k and is cut off; N1's write completes once N2's lease has
+    // surely expired (lease_ticks + lease_revoke_margin_ticks after the home last confirmed it),
+    // without N2's InvalidateAck; when N2 hears from the home again it has dropped its copy and
+    // reads the new value.
+    let config = lease_config();
+    let expiry = config.lease_ticks + config.lease_revoke_margin_ticks;
+    let mut cluster = Cluster::new(2, config);
+    cluster.write(1, "k", "v1");
+    cluster.read(2, "k");
+    assert_eq!(cluster.state(2, "k"), distsync_cache::LineState::Shared);
+
+    let step = cluster
+        .nodes
+        .get_mut(&NodeId(1))
+        .expect("node")
+        .write(Key::from("k"), "v2".into())
+        .expect("accepted");
+    let op = cluster
+        .queue_step(1, step)
+        .expect("S -> M needs an upgrade");
+    // Deliver only what does not involve N2: N2 is partitioned.
+    cluster.partitioned = Some(NodeId(2));
+    let mut ticks = 0;
+    while !cluster.completions.iter().any(|c| c.op == op) {
+        ticks += 1;
+        assert!(
+            ticks <= expiry + 10,
+            "the writer was blocked beyond the lease expiry"
+        );
+        cluster.tick(1);
+        cluster.tick(2);
+        cluster.run();
+    }
+    assert!(
+        ticks >= 5,
+        "the write waited for N2's lease to run out ({ticks} ticks)"
+    );
+    assert_eq!(
+        cluster.take_completion(op),
+        OpResult::Written(distsync_cache::Version(2))
+    );
+    assert_eq!(cluster.state(1, "k"), distsync_cache::LineState::Modified);
+
+    // Heal: N2's next answered heartbeat renews the lease and drops the revoked copy.
+    cluster.partitioned = None;
+    for _ in 0..10 {
+        cluster.tick(2);
+        cluster.run();
+    }
+    assert_eq!(cluster.state(2, "k"), distsync_cache::LineState::Invalid);
+    let data = cluster.read(2, "k");
+    assert_eq!(data.value.as_deref(), Some(&b"v2"[..]));
+}

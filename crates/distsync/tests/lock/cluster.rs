@@ -1,0 +1,353 @@
+//! Test harness: a lock cluster of real processes, with every peer link through a proxy the
+//! test can cut, and a fenced resource that refuses stale tokens.
+
+use distsync_client::{Client, ClientConfig};
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const ELECTION_TIMEOUT_MS: u64 = 300;
+
+/// A free loopback port (bound then released; the race with other tests is accepted).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// A directed peer link `from → to` that can be cut: a cut link refuses new connections and
+/// drops established ones, like a partition.
+pub struct Link {
+    pub addr: String,
+    cut: watch::Sender<bool>,
+    /// Connections currently piping bytes; a cut is complete once this is zero.
+    active: Arc<AtomicUsize>,
+}
+
+impl Link {
+    async fn start(target: String) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let (cut, cut_state) = watch::channel(false);
+        let active = Arc::new(AtomicUsize::new(0));
+        let live = Arc::clone(&active);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_state.borrow() {
+                    let _ = inbound.shutdown().await;
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut_state = cut_state.clone();
+                let live = Arc::clone(&live);
+                live.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let pipe = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                        tokio::select! {
+                            _ = pipe => {}
+                            _ = cut_state.wait_for(|cut| *cut) => {}
+                        }
+                    }
+                    drop(inbound);
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Link { addr, cut, active }
+    }
+
+    /// Cuts or heals the link; a cut returns once no connection through it is left.
+    pub async fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+        if cut {
+            while self.active.load(Ordering::SeqCst) > 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    pub http: String,
+    raft: String,
+    data_dir: PathBuf,
+    process: Option<Child>,
+}
+
+pub struct LockCluster {
+    pub nodes: BTreeMap<u64, Node>,
+    /// `links[(from, to)]`: how `from` dials `to`.
+    links: BTreeMap<(u64, u64), Link>,
+    _dir: tempfile::TempDir,
+}
+
+impl LockCluster {
+    pub async fn start(size: u64) -> LockCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=size {
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    http: format!("127.0.0.1:{}", free_port()),
+                    raft: format!("127.0.0.1:{}", free_port()),
+                    data_dir: dir.path().join(format!("node{id}")),
+                    process: None,
+                },
+            );
+        }
+        let mut links = BTreeMap::new();
+        for &from in nodes.keys() {
+            for (&to, node) in &nodes {
+                if from != to {
+                    links.insert((from, to), Link::start(node.raft.clone()).await);
+                }
+            }
+        }
+        let mut cluster = LockCluster {
+            nodes,
+            links,
+            _dir: dir,
+        };
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.spawn(id);
+        }
+        cluster.wait_ready(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    /// The `--cluster` argument as node `id` sees it: its peers through their proxies.
+    fn spec_for(&self, id: u64) -> String {
+        self.nodes
+            .values()
+            .map(|node| {
+                let raft = if node.id == id {
+                    node.raft.clone()
+                } else {
+                    self.links[&(id, node.id)].addr.clone()
+                };
+                format!("{}={}/{}", node.id, node.http, raft)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let spec = self.spec_for(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let log = std::fs::File::create(node.data_dir.with_extension("log"))
+            .or_else(|_| std::fs::File::create("/dev/null"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_distsync"))
+            .args([
+                "serve",
+                "lock",
+                "--id",
+                &id.to_string(),
+                "--cluster",
+                &spec,
+                "--data-dir",
+                node.data_dir.to_str().expect("utf-8 path"),
+                "--election-timeout-ms",
+                &ELECTION_TIMEOUT_MS.to_string(),
+                "--heartbeat-ms",
+                "50",
+                "--snapshot-interval",
+                "200",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn distsync serve lock");
+        node.process = Some(child);
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|node| node.process.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, id: u64, signal: &str) {
+        if let Some(child) = self.nodes[&id].process.as_ref() {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    /// Cuts (or heals) every link between `group` and the other nodes, both directions.
+    pub async fn partition(&self, group: &[u64], cut: bool) {
+        for ((from, to), link) in &self.links {
+            if group.contains(from) != group.contains(to) {
+                link.set_cut(cut).await;
+            }
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|node| node.http.clone()).collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(ClientConfig::new(self.endpoints())).expect("client")
+    }
+
+    pub fn client_of(&self, id: u64) -> Client {
+        let mut config = ClientConfig::new([self.nodes[&id].http.clone()]);
+        config.retry_deadline = Duration::from_millis(500);
+        Client::new(config).expect("client")
+    }
+
+    pub async fn status(&self, id: u64) -> Option<distsync_api::ClusterStatus> {
+        self.client_of(id)
+            .cluster_status_of(&self.nodes[&id].http)
+            .await
+            .ok()
+    }
+
+    /// Waits until every running node is ready (knows a leader, applied what is committed).
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let http = reqwest::Client::new();
+        for node in self.nodes.values().filter(|node| node.process.is_some()) {
+            loop {
+                let url = format!("http://{}/readyz", node.http);
+                let ready = http
+                    .get(&url)
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success());
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} not ready in {limit:?}",
+                    node.id
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+
+    /// The leader all reachable nodes agree on, waiting up to `limit`.
+    pub async fn leader(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            for &id in self.nodes.keys() {
+                if self.nodes[&id].process.is_none() {
+                    continue;
+                }
+                if let Some(status) = self.status(id).await {
+                    if status.role == "leader" {
+                        return id;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for LockCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in self.nodes.values() {
+                let log = std::fs::read_to_string(node.data_dir.with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", node.id);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.process.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A protected resource that remembers the highest fencing token it has seen per key and refuses
+/// lower ones — on every request, reads included (TESTING.md L-02).
+#[derive(Default)]
+pub struct FencedResource {
+    highest: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl FencedResource {
+    /// Accepts the request if `token` is at least the highest seen.
+    pub fn access(&self, key: &str, token: u64) -> bool {
+        let mut highest = self.highest.lock().expect("not poisoned");
+        let seen = highest.entry(key.to_string()).or_insert(0);
+        if token < *seen {
+            return false;
+        }
+        *seen = token;
+        true
+    }
+}
+
+/// One exclusive hold as a client saw it.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub token: u64,
+    pub granted: Instant,
+    pub releasing: Instant,
+}
+
+/// No two exclusive holds overlap in real time, and tokens increase in grant order.
+pub fn assert_exclusive_history(holds: &mut [Hold]) {
+    holds.sort_by_key(|hold| hold.granted);
+    for pair in holds.windows(2) {
+        assert!(
+            pair[0].releasing <= pair[1].granted,
+            "overlapping exclusive holds: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+        assert!(
+            pair[0].token < pair[1].token,
+            "fencing token did not increase: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}

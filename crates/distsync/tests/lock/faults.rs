@@ -1,0 +1,288 @@
+//! Leader crash, leader pause, partitions and full restarts under a contended workload
+//! (TESTING.md L-01, L-02, L-04, L-06, L-09).
+
+use crate::cluster::{FencedResource, Hold, LockCluster, assert_exclusive_history};
+use distsync_api::{ErrorCode, LockMode};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Runs `clients` workers that take turns on one exclusive lock until `stop` is set, writing
+/// to the fenced resource while holding. Returns the holds they saw.
+async fn contended_workload(
+    cluster: &LockCluster,
+    clients: usize,
+    run_for: Duration,
+    resource: Arc<FencedResource>,
+) -> Vec<Hold> {
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    let stop_at = Instant::now() + run_for;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = cluster.client();
+        let holds = Arc::clone(&holds);
+        let resource = Arc::clone(&resource);
+        tasks.push(tokio::spawn(async move {
+            let session = client
+                .create_session(Duration::from_secs(10))
+                .await
+                .expect("session");
+            // Bounded by time and by count.
+            for _ in 0..10_000 {
+                if Instant::now() >= stop_at {
+                    break;
+                }
+                let Ok(grant) = client
+                    .acquire(
+                        session.id(),
+                        "hot",
+                        LockMode::Exclusive,
+                        Duration::from_secs(3),
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                let granted = Instant::now();
+                assert!(
+                    resource.access("hot", grant.fencing_token),
+                    "the fenced resource refused a current holder's token {}",
+                    grant.fencing_token
+                );
+                tokio::task::yield_now().await;
+                let releasing = Instant::now();
+                holds.lock().unwrap().push(Hold {
+                    token: grant.fencing_token,
+                    granted,
+                    releasing,
+                });
+                let _ = client
+                    .release(session.id(), "hot", Some(grant.fencing_token))
+                    .await;
+            }
+            let _ = session.close().await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("worker finished without panicking");
+    }
+    Arc::try_unwrap(holds).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_during_contention_never_double_grants_and_grants_again_within_bound() {
+    // Proves L-01/L-06 on 3 nodes: SIGKILL of the leader in the middle of a contended workload
+    // yields no overlapping exclusive holds, strictly increasing fencing tokens accepted by the
+    // fenced resource, and a new grant within 5 s of the kill.
+    let mut cluster = LockCluster::start(3).await;
+    let resource = Arc::new(FencedResource::default());
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let (mut holds, killed_at) = {
+        let workload = contended_workload(&cluster, 6, Duration::from_secs(7), resource);
+        tokio::pin!(workload);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = &mut workload => panic!("workload ended before the kill"),
+        }
+        cluster.signal(leader, "-KILL");
+        let killed_at = Instant::now();
+        (workload.await, killed_at)
+    };
+    cluster.kill(leader);
+    assert!(holds.len() > 10, "too little progress: {}", holds.len());
+    let first_after_kill = holds
+        .iter()
+        .filter(|hold| hold.granted > killed_at)
+        .map(|hold| hold.granted)
+        .min()
+        .expect("no grant after the leader was killed");
+    let failover = first_after_kill - killed_at;
+    assert!(
+        failover < Duration::from_secs(5),
+        "next grant took {failover:?}"
+    );
+    eprintln!("failover: next grant {failover:?} after SIGKILL of leader {leader}");
+    assert_exclusive_history(&mut holds);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_leader_steps_down_and_nothing_is_granted_twice() {
+    // Proves L-04: a leader SIGSTOPped past the election timeout is replaced; after SIGCONT it
+    // follows the new leader, and the old holder's lock is never granted to two sessions.
+    let cluster = LockCluster::start(3).await;
+    let old_leader = cluster.leader(Duration::from_secs(5)).await;
+    let client = cluster.client();
+    let holder = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    let first = client
+        .acquire(holder.id(), "paused", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .expect("first grant");
+    cluster.pause(old_leader);
+    let survivors: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|&id| id != old_leader)
+        .collect();
+    let other = cluster.client_of(survivors[0]);
+    let mut config = distsync_client::ClientConfig::new(
+        survivors
+            .iter()
+            .map(|id| cluster.nodes[id].http.clone())
+            .collect::<Vec<_>>(),
+    );
+    config.retry_deadline = Duration::from_secs(10);
+    let survivors_client = distsync_client::Client::new(config).unwrap();
+    let contender = survivors_client
+        .create_session(Duration::from_secs(10))
+        .await
+        .expect("session on the new leader");
+    let refused = survivors_client
+        .acquire(
+            contender.id(),
+            "paused",
+            LockMode::Exclusive,
+            Duration::ZERO,
+        )
+        .await
+        .expect_err("the lock is still held by the first session");
+    assert_eq!(refused.code(), Some(ErrorCode::Timeout));
+    cluster.resume(old_leader);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = cluster.status(old_leader).await;
+        if status
+            .as_ref()
+            .is_some_and(|status| status.role != "leader")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "old leader did not step down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = survivors_client.lock_state("paused").await.expect("state");
+    assert_eq!(state.holders.len(), 1);
+    assert_eq!(state.holders[0].session_id, holder.id());
+    assert_eq!(state.holders[0].fencing_token, first.fencing_token);
+    drop(other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minority_side_of_a_partition_answers_no_leader_and_grants_nothing() {
+    // Proves L-09: the isolated node refuses with 503 no_leader while the majority keeps
+    // granting; after healing every node agrees on the holder.
+    let cluster = LockCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let client = cluster.client();
+    let session = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    cluster.partition(&[leader], true).await;
+    let isolated = cluster.client_of(leader);
+    let refused = isolated
+        .acquire(session.id(), "split", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .expect_err("the isolated old leader must not grant");
+    assert_eq!(
+        refused.code(),
+        None,
+        "expected retries to run out: {refused:?}"
+    );
+    let majority: Vec<String> = cluster
+        .nodes
+        .values()
+        .filter(|node| node.id != leader)
+        .map(|node| node.http.clone())
+        .collect();
+    let majority_client =
+        distsync_client::Client::new(distsync_client::ClientConfig::new(majority.clone())).unwrap();
+    let grant = majority_client
+        .acquire(
+            session.id(),
+            "split",
+            LockMode::Exclusive,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the majority keeps granting");
+    cluster.partition(&[leader], false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = isolated.lock_state("split").await;
+        if let Ok(state) = state {
+            assert_eq!(state.holders.len(), 1);
+            assert_eq!(state.holders[0].fencing_token, grant.fencing_token);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healed node never served the state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_cluster_sigkill_and_restart_keeps_sessions_and_locks() {
+    // Proves durability: every node killed at once comes back from its WAL and snapshots with
+    // the sessions and holds it had acknowledged.
+    let mut cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    let session = client
+        .create_session(Duration::from_secs(30))
+        .await
+        .expect("session");
+    let mut tokens = Vec::new();
+    // More entries than the snapshot interval (200), so recovery uses snapshot + log.
+    for i in 0..150 {
+        let name = format!("durable-{i}");
+        let grant = client
+            .acquire(session.id(), &name, LockMode::Shared, Duration::ZERO)
+            .await
+            .expect("grant");
+        client
+            .release(session.id(), &name, Some(grant.fencing_token))
+            .await
+            .expect("release");
+        tokens.push(grant.fencing_token);
+    }
+    let kept = client
+        .acquire(session.id(), "kept", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .expect("grant");
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for &id in &ids {
+        cluster.kill(id);
+    }
+    for &id in &ids {
+        cluster.spawn(id);
+    }
+    cluster.wait_ready(Duration::from_secs(20)).await;
+    let state = client
+        .lock_state("kept")
+        .await
+        .expect("state after restart");
+    assert_eq!(state.holders.len(), 1);
+    assert_eq!(state.holders[0].session_id, session.id());
+    assert_eq!(state.holders[0].fencing_token, kept.fencing_token);
+    client
+        .keep_alive(session.id())
+        .await
+        .expect("the session survived the restart");
+    let next = client
+        .acquire(
+            session.id(),
+            "after-restart",
+            LockMode::Exclusive,
+            Duration::ZERO,
+        )
+        .await
+        .expect("grant after restart");
+    assert!(
+        next.fencing_token > kept.fencing_token,
+        "tokens went backwards after restart"
+    );
+}

@@ -1,0 +1,8 @@
+//! Black-box tests of the lock service: real `distsync serve lock` processes on loopback,
+//! killed, paused and partitioned by the test (TESTING.md L-* and D-*).
+
+mod cluster;
+mod deadlock;
+mod faults;
+mod input;
+mod semantics;

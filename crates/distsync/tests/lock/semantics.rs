@@ -1,0 +1,221 @@
+//! Lock semantics through the HTTP API of a real cluster: modes, FIFO, expiry, idempotency,
+//! stale releases (TESTING.md L-14, L-15).
+
+use crate::cluster::LockCluster;
+use distsync_api::{ErrorCode, LockMode};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_holders_coexist_and_block_exclusive_until_released() {
+    // Proves mode compatibility and that a waiting exclusive is granted on the last release.
+    let cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    let reader_a = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let reader_b = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let writer = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let a = reader_a
+        .lock("doc", LockMode::Shared, Duration::ZERO)
+        .await
+        .unwrap();
+    let b = reader_b
+        .lock("doc", LockMode::Shared, Duration::ZERO)
+        .await
+        .unwrap();
+    let busy = client
+        .acquire(writer.id(), "doc", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        busy.code(),
+        Some(ErrorCode::Timeout),
+        "try-lock must fail: {busy:?}"
+    );
+    let waiting = {
+        let client = client.clone();
+        let writer_id = writer.id();
+        tokio::spawn(async move {
+            client
+                .acquire(
+                    writer_id,
+                    "doc",
+                    LockMode::Exclusive,
+                    Duration::from_secs(10),
+                )
+                .await
+        })
+    };
+    // The writer is queued (visible in the linearizable state) before the readers leave.
+    for _ in 0..200 {
+        if !client.lock_state("doc").await.unwrap().waiters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = client.lock_state("doc").await.unwrap();
+    assert_eq!(state.holders.len(), 2);
+    assert_eq!(state.waiters.len(), 1);
+    let last_shared = a.fencing_token().max(b.fencing_token());
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+    let grant = waiting
+        .await
+        .unwrap()
+        .expect("writer granted after both readers left");
+    assert_eq!(grant.mode, LockMode::Exclusive);
+    assert!(grant.fencing_token > last_shared);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_are_served_in_arrival_order() {
+    // Proves FIFO: three queued sessions are granted in the order they asked.
+    let cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    let holder = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let held = holder
+        .lock("fifo", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    let mut tasks = Vec::new();
+    for position in 0..3 {
+        let session = client
+            .create_session(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let id = session.id();
+        sessions.push(session);
+        let waiter = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let grant = waiter
+                .acquire(id, "fifo", LockMode::Exclusive, Duration::from_secs(10))
+                .await
+                .expect("granted eventually");
+            (position, grant.fencing_token, id)
+        }));
+        // Each waiter is queued before the next one asks.
+        loop {
+            let state = client.lock_state("fifo").await.unwrap();
+            if state.waiters.len() == position + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    held.release().await.unwrap();
+    let mut order = Vec::new();
+    for task in tasks {
+        let (position, token, id) = task.await.unwrap();
+        order.push((token, position));
+        client.release(id, "fifo", Some(token)).await.unwrap();
+    }
+    order.sort();
+    let positions: Vec<usize> = order.iter().map(|(_, position)| *position).collect();
+    assert_eq!(positions, vec![0, 1, 2], "grants out of arrival order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_expiry_releases_locks_and_wakes_the_next_waiter() {
+    // Proves that a session that stops keeping alive loses its locks and the waiter gets them
+    // (the holder's client is simulated by never sending keep-alives).
+    let cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    // Dropping the session handle stops its keep-alives; the server still has the session.
+    let silent = client
+        .create_session(Duration::from_millis(800))
+        .await
+        .unwrap();
+    let silent_id = silent.id();
+    drop(silent);
+    let silent = silent_id;
+    client
+        .acquire(silent, "lease", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let waiter = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let grant = client
+        .acquire(
+            waiter.id(),
+            "lease",
+            LockMode::Exclusive,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("granted once the silent session expired");
+    let expired = client.keep_alive(silent).await.unwrap_err();
+    assert_eq!(expired.code(), Some(ErrorCode::SessionNotFound));
+    let state = client.lock_state("lease").await.unwrap();
+    assert_eq!(state.holders[0].session_id, waiter.id());
+    assert_eq!(state.holders[0].fencing_token, grant.fencing_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_release_after_a_regrant_is_rejected() {
+    // Proves L-15: a release carrying the token of an earlier hold cannot drop a later one.
+    let cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    let session = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let first = client
+        .acquire(session.id(), "stale", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    client
+        .release(session.id(), "stale", Some(first.fencing_token))
+        .await
+        .unwrap();
+    let second = client
+        .acquire(session.id(), "stale", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let stale = client
+        .release(session.id(), "stale", Some(first.fencing_token))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Some(ErrorCode::NotHeld));
+    let state = client.lock_state("stale").await.unwrap();
+    assert_eq!(state.holders[0].fencing_token, second.fencing_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_acquire_returns_the_same_grant() {
+    // Proves acquire is idempotent per (session, lock): a retry never makes a second grant.
+    let cluster = LockCluster::start(3).await;
+    let client = cluster.client();
+    let session = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let first = client
+        .acquire(session.id(), "again", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = client
+        .acquire(
+            session.id(),
+            "again",
+            LockMode::Exclusive,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.fencing_token, second.fencing_token);
+    let state = client.lock_state("again").await.unwrap();
+    assert_eq!(state.holders.len(), 1);
+}

@@ -1,0 +1,561 @@
+//! The behavioural suite, run against both backends: each scenario is one async fn taking the
+//! backend, instantiated twice by `both_backends!`.
+
+use crate::common::{Backend, Cluster, QueueClient};
+use distsync_api::{PublishMessage, ReceiveRequest, ReceivedMessage};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            use crate::common::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                super::$name(Backend::Redis).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await;
+            }
+        }
+    };
+}
+
+pub fn message(body: String) -> PublishMessage {
+    PublishMessage {
+        key: None,
+        body,
+        headers: None,
+    }
+}
+
+pub fn receive_request(
+    group: &str,
+    consumer: &str,
+    max: u32,
+    wait_ms: u64,
+    visibility_ms: u64,
+) -> ReceiveRequest {
+    ReceiveRequest {
+        group: group.to_owned(),
+        consumer: consumer.to_owned(),
+        max,
+        wait_ms,
+        visibility_ms,
+    }
+}
+
+/// What producers had acknowledged and what consumers received (the total-queue model).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub acknowledged: HashSet<String>,
+    pub attempted: HashSet<String>,
+    pub deliveries: HashMap<String, u32>,
+}
+
+impl Ledger {
+    pub fn lost(&self) -> Vec<String> {
+        let mut lost: Vec<String> = self
+            .acknowledged
+            .iter()
+            .filter(|body| !self.deliveries.contains_key(*body))
+            .cloned()
+            .collect();
+        lost.sort();
+        lost
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.deliveries
+            .values()
+            .map(|&n| u64::from(n.saturating_sub(1)))
+            .sum()
+    }
+
+    pub fn unexpected(&self) -> Vec<String> {
+        self.deliveries
+            .keys()
+            .filter(|body| !self.attempted.contains(*body))
+            .cloned()
+            .collect()
+    }
+
+    /// Asserts lost = unexpected = ∅ and prints the report.
+    pub fn check(&self, label: &str) {
+        let lost = self.lost();
+        let unexpected = self.unexpected();
+        let recovered = self
+            .deliveries
+            .keys()
+            .filter(|b| !self.acknowledged.contains(*b))
+            .count();
+        println!(
+            "{label}: acknowledged={} attempted={} delivered_unique={} duplicates={} recovered_unacknowledged={} lost={} unexpected={}",
+            self.acknowledged.len(),
+            self.attempted.len(),
+            self.deliveries.len(),
+            self.duplicates(),
+            recovered,
+            lost.len(),
+            unexpected.len()
+        );
+        assert!(
+            lost.is_empty(),
+            "{label}: {} acknowledged messages never delivered, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert!(
+            unexpected.is_empty(),
+            "{label}: delivered messages nobody published: {unexpected:?}"
+        );
+    }
+}
+
+/// Publishes `count` messages named `{prefix}-{seq}` in batches, retrying a failed batch
+/// until it succeeds (a retry after an indeterminate failure may duplicate, never lose).
+pub async fn produce(
+    client: Arc<QueueClient>,
+    queue: String,
+    prefix: String,
+    count: usize,
+    batch: usize,
+    ledger: Arc<Mutex<Ledger>>,
+) {
+    let mut seq = 0;
+    while seq < count {
+        let n = batch.min(count - seq);
+        let bodies: Vec<String> = (seq..seq + n).map(|i| format!("{prefix}-{i}")).collect();
+        ledger
+            .lock()
+            .expect("ledger lock")
+            .attempted
+            .extend(bodies.iter().cloned());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match client
+                .publish(&queue, bodies.iter().cloned().map(message).collect())
+                .await
+            {
+                Ok(ids) => {
+                    assert_eq!(ids.len(), n);
+                    ledger
+                        .lock()
+                        .expect("ledger lock")
+                        .acknowledged
+                        .extend(bodies.iter().cloned());
+                    break;
+                }
+                Err(error) => {
+                    assert!(Instant::now() < deadline, "publish kept failing: {error}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        seq += n;
+    }
+}
+
+/// Receives and acks until every acknowledged publish was delivered (and `done` says the
+/// producers finished), retrying failed calls; gives up after `limit`.
+pub async fn consume_until_drained(
+    client: Arc<QueueClient>,
+    queue: String,
+    consumer: String,
+    ledger: Arc<Mutex<Ledger>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) {
+    let request = receive_request("workers", &consumer, 100, 300, 5_000);
+    let deadline = Instant::now() + limit;
+    loop {
+        {
+            let ledger = ledger.lock().expect("ledger lock");
+            if done.load(std::sync::atomic::Ordering::SeqCst) && ledger.lost().is_empty() {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            return;
+        }
+        let Ok(response) = client.receive(&queue, &request).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let receipts: Vec<String> = response
+            .messages
+            .iter()
+            .map(|m| m.receipt.clone())
+            .collect();
+        record(&ledger, &response.messages);
+        if !receipts.is_empty() {
+            // A failed ack only means a redelivery later: the message was recorded.
+            let _ = client.ack(&queue, "workers", receipts).await;
+        }
+    }
+}
+
+pub fn record(ledger: &Mutex<Ledger>, messages: &[ReceivedMessage]) {
+    let mut ledger = ledger.lock().expect("ledger lock");
+    for m in messages {
+        *ledger.deliveries.entry(m.body.clone()).or_default() += 1;
+    }
+}
+
+both_backends!(four_producers_and_four_consumers_lose_nothing);
+async fn four_producers_and_four_consumers_lose_nothing(backend: Backend) {
+    // Proves at-least-once under concurrency: 4 producers × 10 000 messages and 4 consumers at
+    // once; every acknowledged publish is delivered (lost = ∅), duplicates are reported.
+    let cluster = Cluster::start(backend, 2, 1, &[]);
+    let client = Arc::new(cluster.client());
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let consumers: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(consume_until_drained(
+                client.clone(),
+                "load".into(),
+                format!("c{i}"),
+                ledger.clone(),
+                done.clone(),
+                Duration::from_secs(120),
+            ))
+        })
+        .collect();
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            tokio::spawn(produce(
+                client.clone(),
+                "load".into(),
+                format!("p{p}"),
+                10_000,
+                100,
+                ledger.clone(),
+            ))
+        })
+        .collect();
+    for producer in producers {
+        producer.await.expect("producer task");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for consumer in consumers {
+        consumer.await.expect("consumer task");
+    }
+    println!(
+        "{backend:?}: 40 000 messages through in {:?}",
+        started.elapsed()
+    );
+    let ledger = ledger.lock().expect("ledger lock");
+    assert_eq!(ledger.acknowledged.len(), 40_000);
+    ledger.check(&format!("{backend:?} 4x10k"));
+}
+
+both_backends!(crashed_consumer_messages_are_redelivered_after_visibility_timeout);
+async fn crashed_consumer_messages_are_redelivered_after_visibility_timeout(backend: Backend) {
+    // Proves redelivery: consumer A takes 10 messages and "crashes" (never acks); after the
+    // visibility timeout consumer B gets exactly those 10 with delivery_count >= 2, and not
+    // before the timeout.
+    let cluster = Cluster::start(backend, 1, 1, &[]);
+    let client = cluster.client();
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    client
+        .publish("jobs", bodies.iter().cloned().map(message).collect())
+        .await
+        .expect("publish");
+    let visibility_ms = 800;
+    let taken = client
+        .receive("jobs", &receive_request("g", "a", 10, 2_000, visibility_ms))
+        .await
+        .expect("receive a");
+    assert_eq!(taken.messages.len(), 10);
+    assert!(taken.messages.iter().all(|m| m.delivery_count == 1));
+    let crashed_at = Instant::now();
+    // B asks at once: nothing new, and A's deliveries are not idle long enough yet.
+    let early = client
+        .receive("jobs", &receive_request("g", "b", 10, 0, visibility_ms))
+        .await
+        .expect("receive b early");
+    assert!(
+        early.messages.is_empty(),
+        "redelivered before the visibility timeout: {early:?}"
+    );
+    let mut again: Vec<ReceivedMessage> = Vec::new();
+    while again.len() < 10 {
+        assert!(
+            crashed_at.elapsed() < Duration::from_secs(10),
+            "not redelivered in time"
+        );
+        let response = client
+            .receive("jobs", &receive_request("g", "b", 10, 2_000, visibility_ms))
+            .await
+            .expect("receive b");
+        again.extend(response.messages);
+    }
+    assert!(crashed_at.elapsed() >= Duration::from_millis(visibility_ms));
+    let mut got: Vec<String> = again.iter().map(|m| m.body.clone()).collect();
+    got.sort();
+    let mut want = bodies.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(again.iter().all(|m| m.delivery_count >= 2), "{again:?}");
+    let acked = client
+        .ack(
+            "jobs",
+            "g",
+            again.iter().map(|m| m.receipt.clone()).collect(),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(acked, 10);
+    let stats = client.stats("jobs").await.expect("stats");
+    assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
+}
+
+both_backends!(poison_message_is_dead_lettered_after_exactly_n_deliveries);
+async fn poison_message_is_dead_lettered_after_exactly_n_deliveries(backend: Backend) {
+    // Proves dead-lettering: with --max-deliveries 3, a message that is nacked every time is
+    // delivered exactly 3 times, then appears once in the dead letters with its count; the
+    // good messages are unaffected.
+    let cluster = Cluster::start(backend, 1, 1, &["--max-deliveries", "3"]);
+    let client = cluster.client();
+    let mut batch: Vec<PublishMessage> = (0..5).map(|i| message(format!("good-{i}"))).collect();
+    batch.push(message("poison".into()));
+    client.publish("work", batch).await.expect("publish");
+    let (mut poison_deliveries, mut good) = (Vec::new(), HashSet::new());
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "poison never dead-lettered"
+        );
+        let response = client
+            .receive("work", &receive_request("g", "c", 10, 300, 200))
+            .await
+            .expect("receive");
+        for m in &response.messages {
+            if m.body == "poison" {
+                poison_deliveries.push(m.delivery_count);
+                client
+                    .nack("work", "g", vec![m.receipt.clone()], None)
+                    .await
+                    .expect("nack");
+            } else {
+                good.insert(m.body.clone());
+                client
+                    .ack("work", "g", vec![m.receipt.clone()])
+                    .await
+                    .expect("ack");
+            }
+        }
+        let dead = dead_letters(&cluster).await;
+        if !dead.is_empty() {
+            assert_eq!(dead.len(), 1, "{dead:?}");
+            assert_eq!(dead[0]["body"], "poison");
+            assert_eq!(dead[0]["delivery_count"], 3);
+            break;
+        }
+    }
+    assert_eq!(poison_deliveries, vec![1, 2, 3]);
+    assert_eq!(good.len(), 5);
+    // Dead-lettered means acked in the group: nothing pending, nothing more delivered.
+    let response = client
+        .receive("work", &receive_request("g", "c", 10, 500, 200))
+        .await
+        .expect("receive after");
+    assert!(response.messages.is_empty(), "{response:?}");
+    let stats = client.stats("work").await.expect("stats");
+    assert_eq!(
+        stats.partitions.iter().map(|p| p.dead_letters).sum::<u64>(),
+        1
+    );
+    assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
+}
+
+async fn dead_letters(cluster: &Cluster) -> Vec<serde_json::Value> {
+    let body: serde_json::Value = reqwest::get(cluster.url("/v1/queues/work/dead-letters"))
+        .await
+        .expect("GET dead-letters")
+        .json()
+        .await
+        .expect("dead-letters JSON");
+    body["messages"].as_array().cloned().unwrap_or_default()
+}
+
+both_backends!(messages_with_one_key_keep_publish_order);
+async fn messages_with_one_key_keep_publish_order(backend: Backend) {
+    // Proves per-key order (Q-14): 300 messages of key "k" published one by one by one
+    // producer are first delivered in publish order.
+    let cluster = Cluster::start(backend, 2, 1, &[]);
+    let client = cluster.client();
+    for i in 0..300 {
+        client
+            .publish(
+                "ordered",
+                vec![PublishMessage {
+                    key: Some("k".into()),
+                    body: format!("{i}"),
+                    headers: None,
+                }],
+            )
+            .await
+            .expect("publish");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 300 {
+        let response = client
+            .receive("ordered", &receive_request("g", "c", 50, 1_000, 30_000))
+            .await
+            .expect("receive");
+        assert!(!response.messages.is_empty(), "ran dry at {}", seen.len());
+        for m in &response.messages {
+            seen.push(m.body.parse::<u32>().expect("numeric body"));
+        }
+        client
+            .ack(
+                "ordered",
+                "g",
+                response
+                    .messages
+                    .iter()
+                    .map(|m| m.receipt.clone())
+                    .collect(),
+            )
+            .await
+            .expect("ack");
+    }
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+}
+
+both_backends!(bad_input_gets_json_4xx_and_leaves_the_node_serving);
+async fn bad_input_gets_json_4xx_and_leaves_the_node_serving(backend: Backend) {
+    // Proves input validation at the edge: each bad request gets its 4xx with a JSON
+    // {code, message}; afterwards the node still publishes and receives.
+    let cluster = Cluster::start(backend, 1, 1, &[]);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: String| {
+        http.post(cluster.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "/v1/queues/bad:name/messages",
+            r#"{"messages":[{"body":"x"}]}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/messages",
+            format!(
+                r#"{{"messages":[{{"body":"{}"}}]}}"#,
+                "x".repeat(300 * 1024)
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/v1/queues/q/messages",
+            format!(r#"{{"messages":[{{"body":"{}"}}]}}"#, "x".repeat(2 << 20)),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/v1/queues/q/ack",
+            r#"{"group":"g","receipts":["garbage"]}"#.into(),
+            400,
+            "unknown_receipt",
+        ),
+        (
+            "/v1/queues/q/ack",
+            r#"{"group":"g","receipts":["0:nosuchshard:1-0"]}"#.into(),
+            400,
+            "unknown_receipt",
+        ),
+        (
+            "/v1/queues/q/ack",
+            r#"{"group":"g","receipts":["999:r1:1-0"]}"#.into(),
+            400,
+            "unknown_receipt",
+        ),
+        (
+            "/v1/queues/q/nack",
+            r#"{"group":"g","receipts":["x:y"]}"#.into(),
+            400,
+            "unknown_receipt",
+        ),
+        (
+            "/v1/queues/q/messages",
+            r#"{"messages":[{"body":"x"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/messages",
+            r#"{"messages":[{"body":"x","colour":"red"}]}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/receive",
+            r#"{"group":"g","consumer":"c","bogus":1}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/receive",
+            r#"{"group":"g","consumer":"c","max":0}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/receive",
+            r#"{"group":"","consumer":"c"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/queues/q/messages",
+            r#"{"messages":[]}"#.into(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let response = post(path, body).await.expect("request");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let json: serde_json::Value = response.json().await.expect("error body is JSON");
+        assert_eq!(json["code"], code, "{path}: {json}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+    }
+    let response = http
+        .get(cluster.url("/v1/nope"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+    // Still serving.
+    let client = cluster.client();
+    client
+        .publish("q", vec![message("ok".into())])
+        .await
+        .expect("publish after bad input");
+    let got = client
+        .receive("q", &receive_request("g", "c", 1, 2_000, 30_000))
+        .await
+        .expect("receive after bad input");
+    assert_eq!(got.messages.len(), 1);
+    let metrics = http
+        .get(cluster.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("metrics text");
+    assert!(text.contains("distsync_queue_published_total 1"), "{text}");
+}

@@ -1,0 +1,11 @@
+//! Black-box tests of the queue service: real `distsync serve queue` processes over real
+//! `redis-server` processes (or the embedded backend), on loopback ports.
+//!
+//! The behavioural suite (`behaviour`) runs against both backends; `faults` kills Redis shards
+//! and queue nodes with SIGKILL. Every check that "nothing was lost" is a total-queue check:
+//! lost = acknowledged publishes never delivered must be empty; duplicates are reported.
+
+mod behaviour;
+mod common;
+mod faults;
+mod ring;

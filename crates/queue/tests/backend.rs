@@ -1,0 +1,206 @@
+//! The `StreamBackend` contract, checked against both implementations: the embedded
+//! `FileStreams` and `RedisStreams` over a real `redis-server` started here (AOF, fsync always).
+
+use distsync_queue::{FileStreams, NewEntry, RedisStreams, StreamBackend, StreamId};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `redis-server` on a free port; panics (never skips) if it is not installed.
+fn start_redis() -> Redis {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}); apt-get install redis-server")
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let mut reply = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut reply).is_ok()
+                && &reply == b"+PONG\r\n"
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not answer PING"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Redis {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn entry(body: &str) -> NewEntry {
+    NewEntry {
+        key: None,
+        body: body.to_owned(),
+        headers: BTreeMap::new(),
+        published_at_ms: 1,
+    }
+}
+
+async fn append(backend: &impl StreamBackend, stream: &str, n: usize) -> Vec<StreamId> {
+    let entries = (0..n).map(|i| entry(&format!("m{i}"))).collect();
+    backend
+        .append(&[(stream.to_owned(), entries)])
+        .await
+        .expect("append")
+        .remove(0)
+}
+
+async fn trim_never_removes_pending_or_undelivered_entries(backend: &impl StreamBackend) {
+    let s = "dsq:trim:p0";
+    let ids = append(backend, s, 10).await;
+    assert_eq!(
+        backend.trim_acknowledged(s).await.expect("trim"),
+        0,
+        "no group: nothing may go"
+    );
+    backend.ensure_group(s, "a").await.expect("group a");
+    backend.ensure_group(s, "b").await.expect("group b");
+    let got = backend.read_new(s, "a", "c", 6).await.expect("read a");
+    assert_eq!(got.len(), 6);
+    backend.ack(s, "a", &ids[..4]).await.expect("ack a");
+    // Group b has read nothing: nothing is acknowledged by every group yet.
+    assert_eq!(backend.trim_acknowledged(s).await.expect("trim"), 0);
+    let got = backend.read_new(s, "b", "c", 10).await.expect("read b");
+    assert_eq!(got.len(), 10);
+    backend.ack(s, "b", &ids).await.expect("ack b");
+    // Now a's first pending (ids[4]) bounds the trim.
+    assert_eq!(backend.trim_acknowledged(s).await.expect("trim"), 4);
+    let info = backend.info(s).await.expect("info").expect("exists");
+    assert_eq!(info.length, 6);
+    // Everything a still owes is still claimable and readable.
+    let claimed = backend
+        .claim_idle(s, "a", "c2", Duration::ZERO, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        ids[4..6].to_vec()
+    );
+    let rest = backend.read_new(s, "a", "c", 10).await.expect("read rest");
+    assert_eq!(
+        rest.iter().map(|d| d.id).collect::<Vec<_>>(),
+        ids[6..].to_vec()
+    );
+}
+
+async fn claims_count_deliveries_and_release_makes_entries_claimable(backend: &impl StreamBackend) {
+    let s = "dsq:claim:p0";
+    let ids = append(backend, s, 2).await;
+    backend.ensure_group(s, "g").await.expect("group");
+    backend
+        .ensure_group(s, "g")
+        .await
+        .expect("group twice is fine");
+    let first = backend.read_new(s, "g", "c1", 10).await.expect("read");
+    assert!(first.iter().all(|d| d.delivery_count == 1));
+    // Not idle long enough: nothing to claim.
+    let none = backend
+        .claim_idle(s, "g", "c2", Duration::from_secs(60), 10)
+        .await
+        .expect("claim");
+    assert!(none.is_empty());
+    // Released entries are claimable at once, with the count incremented by the claim only.
+    assert_eq!(
+        backend.release(s, "g", &ids[..1]).await.expect("release"),
+        1
+    );
+    let claimed = backend
+        .claim_idle(s, "g", "c2", Duration::from_secs(60), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].id, claimed[0].delivery_count), (ids[0], 2));
+    // Dead-lettering acks it and records it once.
+    backend
+        .dead_letter(s, "g", &claimed[0])
+        .await
+        .expect("dead-letter");
+    let dead = backend.dead_letters(s, 10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].source_id, dead[0].delivery_count), (ids[0], 2));
+    let info = backend.info(s).await.expect("info").expect("exists");
+    assert_eq!(info.groups[0].pending, 1);
+    assert_eq!(info.dead_letters, 1);
+    assert_eq!(backend.ack(s, "g", &ids).await.expect("ack"), 1);
+}
+
+#[tokio::test]
+async fn embedded_backend_honours_the_contract() {
+    // Proves FileStreams' trim safety, claim counting, release and dead-lettering, and that
+    // the state survives a reopen (replay of the log).
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let backend = FileStreams::open(dir.path()).expect("open");
+        trim_never_removes_pending_or_undelivered_entries(&backend).await;
+        claims_count_deliveries_and_release_makes_entries_claimable(&backend).await;
+    }
+    let reopened = FileStreams::open(dir.path()).expect("reopen");
+    let info = reopened
+        .info("dsq:trim:p0")
+        .await
+        .expect("info")
+        .expect("exists");
+    assert_eq!(info.length, 6);
+    let info = reopened
+        .info("dsq:claim:p0")
+        .await
+        .expect("info")
+        .expect("exists");
+    assert_eq!((info.groups[0].pending, info.dead_letters), (0, 1));
+}
+
+#[tokio::test]
+async fn redis_backend_honours_the_contract() {
+    // Proves RedisStreams meets the same contract on a real Redis 7 (MINID trim, XPENDING +
+    // XCLAIM counting, XCLAIM IDLE release, MULTI dead-lettering).
+    let redis = start_redis();
+    let backend = RedisStreams::connect(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        Duration::from_secs(3),
+    )
+    .expect("connect");
+    trim_never_removes_pending_or_undelivered_entries(&backend).await;
+    claims_count_deliveries_and_release_makes_entries_claimable(&backend).await;
+}

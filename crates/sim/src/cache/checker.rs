@@ -1,0 +1,205 @@
+//! Invariants of the cache simulation, checked after every step.
+//!
+//! - **SWMR**: per key, at most one node holds the line in M or E, and then no other node holds
+//!   a valid copy (a copy is valid while its node would serve it: the home's lease is valid).
+//! - **Fresh copies** (the ghost variable of the German-protocol models): every valid copy holds
+//!   the newest version ever written, and a version always names the same value.
+//! - **Data value**: a completed read returns a value some client wrote (values are unique), a
+//!   version always names the same value, and the version is no older than the last write
+//!   completed before the read was issued.
+//! - **Lease**: a read served from a line at once happens less than `lease_ticks` after the
+//!   home last sent that node a confirmation (heartbeat answer or grant) it received.
+//! - **Durability after flush**: the backing store holds the newest version of every key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use distsync_cache::{CacheNode, HomeSelector, Key, LineData, NodeId, Value, Version};
+
+/// Ghost state and history the invariants are checked against.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Newest version of each key ever seen in a line.
+    newest: BTreeMap<Key, Version>,
+    /// The value each (key, version) was seen with (in a line or a read).
+    values: BTreeMap<(Key, Version), Option<Value>>,
+    /// Every value a client asked to write, per key (the simulation makes values unique).
+    issued: BTreeSet<(Key, Value)>,
+    /// Newest version of each key whose write completed.
+    completed_write: BTreeMap<Key, Version>,
+    /// (node, home) -> newest send tick of a confirmation the node received from the home.
+    confirmed: BTreeMap<(NodeId, NodeId), u64>,
+    lease_ticks: u64,
+}
+
+impl Checker {
+    /// A checker for leases of `lease_ticks`.
+    pub fn new(lease_ticks: u64) -> Self {
+        Self {
+            lease_ticks,
+            ..Self::default()
+        }
+    }
+
+    /// Node `node` received a confirmation from `home` that `home` sent at `sent_tick`.
+    pub fn on_confirmation(&mut self, node: NodeId, home: NodeId, sent_tick: u64) {
+        let entry = self.confirmed.entry((node, home)).or_insert(sent_tick);
+        *entry = (*entry).max(sent_tick);
+    }
+
+    /// The version a read issued now must at least return.
+    pub fn required_version(&self, key: &Key) -> Version {
+        self.completed_write.get(key).copied().unwrap_or_default()
+    }
+
+    /// A client asked to write `value` under `key`.
+    pub fn on_write_issued(&mut self, key: &Key, value: &Value) {
+        self.issued.insert((key.clone(), value.clone()));
+    }
+
+    /// A write of `key` completed with `version`.
+    pub fn on_write_completed(&mut self, key: &Key, version: Version) {
+        let entry = self.completed_write.entry(key.clone()).or_default();
+        *entry = (*entry).max(version);
+        let newest = self.newest.entry(key.clone()).or_default();
+        *newest = (*newest).max(version);
+    }
+
+    /// Checks a completed read.
+    ///
+    /// # Errors
+    /// The violated invariant, in words.
+    pub fn on_read_completed(
+        &mut self,
+        key: &Key,
+        data: &LineData,
+        required: Version,
+    ) -> Result<(), String> {
+        if let Some(value) = &data.value
+            && !self.issued.contains(&(key.clone(), value.clone()))
+        {
+            return Err(format!(
+                "data value: read of {key:?} returned {value:?}, which no client wrote"
+            ));
+        }
+        if data.version == Version(0) && data.value.is_some() {
+            return Err(format!(
+                "data value: read of {key:?} returned a value at version 0"
+            ));
+        }
+        let recorded = self
+            .values
+            .entry((key.clone(), data.version))
+            .or_insert_with(|| data.value.clone());
+        if *recorded != data.value {
+            return Err(format!(
+                "data value: read of {key:?} returned {:?} for version {}, seen before as {recorded:?}",
+                data.value, data.version
+            ));
+        }
+        if data.version < required {
+            return Err(format!(
+                "data value: read of {key:?} returned version {} but version {required} was \
+                 completed before the read was issued",
+                data.version
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a read served at once by `node` at `tick` for a key homed on `home`.
+    ///
+    /// # Errors
+    /// The violated invariant, in words.
+    pub fn on_hit(&self, node: NodeId, home: NodeId, tick: u64) -> Result<(), String> {
+        let confirmed = self.confirmed.get(&(node, home)).copied();
+        if confirmed.is_none_or(|sent| tick >= sent + self.lease_ticks) {
+            return Err(format!(
+                "lease: node {node} served a hit at t={tick} for home {home}, last confirmed at \
+                 {confirmed:?}, lease {} ticks",
+                self.lease_ticks
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks SWMR and freshness over every node's lines.
+    ///
+    /// # Errors
+    /// The violated invariant, in words.
+    pub fn check_lines<'a, H: HomeSelector + 'a>(
+        &mut self,
+        nodes: impl Iterator<Item = &'a CacheNode<H>>,
+    ) -> Result<(), String> {
+        let mut by_key: BTreeMap<&Key, Vec<(NodeId, &distsync_cache::Line)>> = BTreeMap::new();
+        for node in nodes {
+            // A copy counts while the node would serve it (its home's lease is valid): a copy
+            // whose lease ran out may already be revoked by the home and is dropped before the
+            // lease is renewed.
+            for (key, line) in node.store().iter() {
+                if node.lease_valid_for(key) {
+                    by_key.entry(key).or_default().push((node.id(), line));
+                }
+            }
+        }
+        for (key, lines) in &by_key {
+            for (node, line) in lines {
+                let recorded = self
+                    .values
+                    .entry(((*key).clone(), line.data.version))
+                    .or_insert_with(|| line.data.value.clone());
+                if *recorded != line.data.value {
+                    return Err(format!(
+                        "fresh copies: version {} of {key:?} holds {:?} on node {node}, but was \
+                         written as {recorded:?}",
+                        line.data.version, line.data.value
+                    ));
+                }
+                let newest = self.newest.entry((*key).clone()).or_default();
+                *newest = (*newest).max(line.data.version);
+            }
+            let owners: Vec<NodeId> = lines
+                .iter()
+                .filter(|(_, line)| line.state.is_owned())
+                .map(|(node, _)| *node)
+                .collect();
+            if owners.len() > 1 || (owners.len() == 1 && lines.len() > 1) {
+                let states: Vec<String> = lines
+                    .iter()
+                    .map(|(node, line)| format!("n{node}:{}", line.state))
+                    .collect();
+                return Err(format!("SWMR: key {key:?} held as {}", states.join(" ")));
+            }
+            let newest = self.newest[*key];
+            if let Some((node, line)) = lines.iter().find(|(_, line)| line.data.version != newest) {
+                return Err(format!(
+                    "fresh copies: node {node} holds {key:?} in {} at version {}, newest is {newest}",
+                    line.state, line.data.version
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After every node flushed: the backing store holds the newest version of every key.
+    ///
+    /// # Errors
+    /// The first key whose backing-store data is not the newest write.
+    pub fn check_backing(&self, backing: &BTreeMap<Key, LineData>) -> Result<(), String> {
+        for (key, newest) in &self.newest {
+            let stored = backing.get(key).cloned().unwrap_or_default();
+            let expected = self.values.get(&(key.clone(), *newest)).cloned();
+            if stored.version != *newest
+                || expected
+                    .as_ref()
+                    .is_some_and(|value| *value != stored.value)
+            {
+                return Err(format!(
+                    "durability: after flush the backing store holds {key:?} = {:?} (version {}), \
+                     the last write was {expected:?} (version {newest})",
+                    stored.value, stored.version
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! The simulated cache cluster: N hosts (each a [`CacheNode`] and the [`Directory`] of the keys
+//! the ring homes on it) over a [`SimNetwork`], an in-memory backing store with random (reliable)
+//! latency, and seeded clients. Invariants are checked after every step.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+
+use distsync_cache::store::FnvHasher;
+use distsync_cache::{
+    BackingOp, BackingRequest, BackingResponse, BackingResult, CacheConfig, CacheNode,
+    CoherenceMessage, Completion, Directory, HomeSelector, Key, LineData, NodeId, OpId, OpResult,
+    OpStep, Outbound, Value, Version,
+};
+use distsync_ring::HashRing;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::checker::Checker;
+use crate::net::{Envelope, SimMessage, SimNetwork};
+
+/// One tick of simulated time: 10 ms.
+pub const TICK_US: u64 = 10_000;
+
+/// A coherence message on the simulated wire, stamped with the sender's tick.
+#[derive(Clone, Debug)]
+pub struct WireMessage {
+    /// Tick at which it was sent (for the lease checker).
+    pub sent_tick: u64,
+    /// The message.
+    pub message: CoherenceMessage,
+}
+
+fn kind_of(message: &CoherenceMessage) -> &'static str {
+    match message {
+        CoherenceMessage::GetShared { .. } => "GetShared",
+        CoherenceMessage::GetModified { .. } => "GetModified",
+        CoherenceMessage::Upgrade { .. } => "Upgrade",
+        CoherenceMessage::PutModified { .. } => "PutModified",
+        CoherenceMessage::PutShared { .. } => "PutShared",
+        CoherenceMessage::PutExclusive { .. } => "PutExclusive",
+        CoherenceMessage::GrantAck { .. } => "GrantAck",
+        CoherenceMessage::InvalidateAck { .. } => "InvalidateAck",
+        CoherenceMessage::FetchResponse { .. } => "FetchResponse",
+        CoherenceMessage::WriteBack { .. } => "WriteBack",
+        CoherenceMessage::Heartbeat { .. } => "Heartbeat",
+        CoherenceMessage::Grant { .. } => "Grant",
+        CoherenceMessage::Invalidate { .. } => "Invalidate",
+        CoherenceMessage::Fetch { .. } => "Fetch",
+        CoherenceMessage::PutAck { .. } => "PutAck",
+        CoherenceMessage::WriteBackAck { .. } => "WriteBackAck",
+        CoherenceMessage::HeartbeatAck { .. } => "HeartbeatAck",
+    }
+}
+
+impl SimMessage for WireMessage {
+    fn size_bytes(&self) -> usize {
+        let data = match &self.message {
+            CoherenceMessage::Grant { data, .. }
+            | CoherenceMessage::PutModified { data, .. }
+            | CoherenceMessage::WriteBack { data, .. } => data.size_bytes(),
+            CoherenceMessage::FetchResponse { data, .. } => {
+                data.as_ref().map_or(0, LineData::size_bytes)
+            }
+            _ => 0,
+        };
+        32 + data
+    }
+
+    fn kind(&self) -> &'static str {
+        kind_of(&self.message)
+    }
+}
+
+/// Home selection through the consistent-hash ring; members are named `n<id>`.
+#[derive(Clone, Debug)]
+pub struct RingHomes {
+    ring: HashRing,
+}
+
+impl RingHomes {
+    /// A ring over nodes `1..=nodes`.
+    pub fn new(nodes: u64) -> Self {
+        let mut ring = HashRing::new(64).expect("64 virtual nodes is in range");
+        for id in 1..=nodes {
+            ring.add(format!("n{id}")).expect("distinct member names");
+        }
+        Self { ring }
+    }
+}
+
+impl HomeSelector for RingHomes {
+    fn home_of(&self, key: &Key) -> NodeId {
+        let name = self.ring.owner(key).expect("the ring has members");
+        NodeId(name[1..].parse().expect("member names are n<number>"))
+    }
+}
+
+/// One simulated machine: the node side and the home side of one cache node.
+#[derive(Debug)]
+pub struct SimHost {
+    /// The node side.
+    pub node: CacheNode<RingHomes>,
+    /// The home side.
+    pub directory: Directory,
+}
+
+/// What a simulated client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOpKind {
+    /// `read(key)`.
+    Read,
+    /// `write(key, value)`, or `delete(key)` for `None`.
+    Write(Option<Value>),
+    /// `evict(key)`.
+    Evict,
+    /// `flush()`.
+    Flush,
+}
+
+#[derive(Clone, Debug)]
+struct ClientOp {
+    client: usize,
+    key: Key,
+    kind: ClientOpKind,
+    issued_tick: u64,
+    required: Version,
+}
+
+/// The simulated cluster.
+#[derive(Debug)]
+pub struct CacheWorld {
+    /// Hosts by id.
+    pub hosts: BTreeMap<NodeId, SimHost>,
+    /// The network between them.
+    pub net: SimNetwork<WireMessage>,
+    homes: RingHomes,
+    backing: BTreeMap<Key, LineData>,
+    backing_queue: BTreeMap<(u64, u64), (NodeId, BackingRequest)>,
+    backing_seq: u64,
+    backing_delay_ticks_max: u64,
+    rng: ChaCha8Rng,
+    now_tick: u64,
+    outstanding: BTreeMap<(NodeId, OpId), ClientOp>,
+    busy_clients: BTreeMap<usize, (NodeId, OpId)>,
+    checker: Checker,
+    /// Steps taken (deliveries, ticks, submissions).
+    pub steps: u64,
+    /// The first violation.
+    pub violation: Option<String>,
+    trace: bool,
+    trace_hash: FnvHasher,
+    /// Operations completed.
+    pub completed_ops: u64,
+}
+
+impl CacheWorld {
+    /// A cluster of `nodes` hosts with `config`; `seed` drives the network and backing latency.
+    pub fn new(nodes: u64, config: &CacheConfig, seed: u64, trace: bool) -> Self {
+        let homes = RingHomes::new(nodes);
+        let peers: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
+        let hosts = peers
+            .iter()
+            .map(|id| {
+                let node = CacheNode::new(*id, config.clone(), homes.clone(), peers.clone())
+                    .expect("simulation config is valid");
+                let directory =
+                    Directory::new(*id, config.clone()).expect("simulation config is valid");
+                (*id, SimHost { node, directory })
+            })
+            .collect();
+        Self {
+            hosts,
+            net: SimNetwork::new(crate::raft::derive_seed(seed, 21)),
+            homes,
+            backing: BTreeMap::new(),
+            backing_queue: BTreeMap::new(),
+            backing_seq: 0,
+            backing_delay_ticks_max: 2,
+            rng: ChaCha8Rng::seed_from_u64(crate::raft::derive_seed(seed, 22)),
+            now_tick: 0,
+            outstanding: BTreeMap::new(),
+            busy_clients: BTreeMap::new(),
+            checker: Checker::new(config.lease_ticks),
+            steps: 0,
+            violation: None,
+            trace,
+            trace_hash: FnvHasher::default(),
+            completed_ops: 0,
+        }
+    }
+
+    /// Current tick.
+    pub fn now_tick(&self) -> u64 {
+        self.now_tick
+    }
+
+    /// Hash of the event trace (same seed, same hash).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash.finish()
+    }
+
+    /// Host ids.
+    pub fn host_ids(&self) -> Vec<u64> {
+        self.hosts.keys().map(|id| id.0).collect()
+    }
+
+    /// The backing store's contents.
+    pub fn backing(&self) -> &BTreeMap<Key, LineData> {
+        &self.backing
+    }
+
+    /// Operations not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Whether `client` waits for an operation.
+    pub fn client_busy(&self, client: usize) -> bool {
+        self.busy_clients.contains_key(&client)
+    }
+
+    /// The oldest outstanding operation, described.
+    pub fn oldest_outstanding(&self) -> Option<String> {
+        self.outstanding
+            .iter()
+            .min_by_key(|(_, op)| op.issued_tick)
+            .map(|((node, op_id), op)| {
+                format!(
+                    "client {} op {op_id} {:?} on {:?} at node {node}, issued t={}",
+                    op.client, op.kind, op.key, op.issued_tick
+                )
+            })
+    }
+
+    fn note(&mut self, event: impl FnOnce() -> String, hash_parts: &[u64]) {
+        for part in hash_parts {
+            self.trace_hash.write_u64(*part);
+        }
+        if self.trace {
+            println!("t={} {}", self.now_tick, event());
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.violation.is_none() {
+            self.note(|| format!("VIOLATION {why}"), &[u64::MAX]);
+            self.violation = Some(format!("t={}: {why}", self.now_tick));
+        }
+    }
+
+    fn check(&mut self) {
+        if self.violation.is_some() {
+            return;
+        }
+        let nodes = self.hosts.values().map(|host| &host.node);
+        if let Err(why) = self.checker.check_lines(nodes) {
+            self.fail(why);
+        }
+    }
+
+    /// Client `client` submits `kind` on `key` to node `node`.
+    pub fn submit(&mut self, client: usize, node: NodeId, key: Key, kind: ClientOpKind) {
+        self.steps += 1;
+        let host = self.hosts.get_mut(&node).expect("known node");
+        let required = self.checker.required_version(&key);
+        if let ClientOpKind::Write(Some(value)) = &kind {
+            self.checker.on_write_issued(&key, value);
+        }
+        let step = match &kind {
+            ClientOpKind::Read => host.node.read(key.clone()),
+            ClientOpKind::Write(Some(value)) => host.node.write(key.clone(), value.clone()),
+            ClientOpKind::Write(None) => host.node.delete(key.clone()),
+            ClientOpKind::Evict => host.node.evict(key.clone()),
+            ClientOpKind::Flush => Ok(host.node.flush()),
+        };
+        let kind_text = format!("{kind:?}");
+        let key_text = format!("{key:?}");
+        self.note(
+            || format!("client {client} -> n{node}: {kind_text} {key_text}"),
+            &[1, node.0, client as u64],
+        );
+        let step = match step {
+            Ok(step) => step,
+            Err(error) => {
+                self.note(|| format!("  rejected: {error}"), &[2]);
+                return;
+            }
+        };
+        let op = ClientOp {
+            client,
+            key: key.clone(),
+            kind,
+            issued_tick: self.now_tick,
+            required,
+        };
+        match step {
+            OpStep::Done { result, outbound } => {
+                if matches!(result, OpResult::Read(_)) {
+                    let home = self.homes.home_of(&key);
+                    if let Err(why) = self.checker.on_hit(node, home, self.now_tick) {
+                        self.fail(why);
+                    }
+                }
+                self.finish_op(node, op, result);
+                self.dispatch(node, outbound);
+            }
+            OpStep::Pending {
+                op: op_id,
+                outbound,
+            } => {
+                self.busy_clients.insert(client, (node, op_id));
+                self.outstanding.insert((node, op_id), op);
+                self.dispatch(node, outbound);
+            }
+        }
+        self.check();
+    }
+
+    fn finish_op(&mut self, node: NodeId, op: ClientOp, result: OpResult) {
+        self.completed_ops += 1;
+        let result_text = format!("{result:?}");
+        self.note(
+            || {
+                format!(
+                    "  n{node} completed client {} {:?}: {result_text}",
+                    op.client, op.kind
+                )
+            },
+            &[3, node.0],
+        );
+        match &result {
+            OpResult::Read(data) => {
+                if let Err(why) = self.checker.on_read_completed(&op.key, data, op.required) {
+                    self.fail(why);
+                }
+            }
+            OpResult::Written(version) => self.checker.on_write_completed(&op.key, *version),
+            OpResult::Evicted | OpResult::Flushed => {}
+        }
+    }
+
+    fn on_completion(&mut self, node: NodeId, completion: Completion) {
+        let Some(op) = self.outstanding.remove(&(node, completion.op)) else {
+            self.fail(format!(
+                "completion of unknown op {} at n{node}",
+                completion.op
+            ));
+            return;
+        };
+        self.busy_clients.remove(&op.client);
+        self.finish_op(node, op, completion.result);
+    }
+
+    fn dispatch(&mut self, from: NodeId, outbound: Vec<Outbound>) {
+        for effect in outbound {
+            match effect {
+                Outbound::Send { to, message } => {
+                    let wire = WireMessage {
+                        sent_tick: self.now_tick,
+                        message,
+                    };
+                    self.net.send(self.now_tick * TICK_US, from.0, to.0, wire);
+                }
+                Outbound::Backing(request) => {
+                    let delay = self.rng.random_range(0..=self.backing_delay_ticks_max);
+                    self.backing_seq += 1;
+                    self.backing_queue
+                        .insert((self.now_tick + delay, self.backing_seq), (from, request));
+                }
+                Outbound::Complete(completion) => self.on_completion(from, completion),
+            }
+        }
+    }
+
+    fn deliver(&mut self, envelope: Envelope<WireMessage>) {
+        self.steps += 1;
+        let from = NodeId(envelope.from);
+        let to = NodeId(envelope.to);
+        let WireMessage { sent_tick, message } = envelope.message;
+        self.trace_hash.write(kind_of(&message).as_bytes());
+        if let Some(key) = message.key() {
+            self.trace_hash.write(key);
+        }
+        self.note(|| format!("n{from}->n{to} {message:?}"), &[4, from.0, to.0]);
+        if matches!(
+            message,
+            CoherenceMessage::HeartbeatAck { .. } | CoherenceMessage::Grant { .. }
+        ) {
+            self.checker.on_confirmation(to, from, sent_tick);
+        }
+        let host = self.hosts.get_mut(&to).expect("known node");
+        let out = if message.is_for_directory() {
+            host.directory.handle(from, message)
+        } else {
+            host.node.on_message(from, message)
+        };
+        self.dispatch(to, out);
+        self.check();
+    }
+
+    fn deliver_backing(&mut self, home: NodeId, request: BackingRequest) {
+        self.steps += 1;
+        let result = match request.op {
+            BackingOp::Read => {
+                BackingResult::Read(self.backing.get(&request.key).cloned().unwrap_or_default())
+            }
+            BackingOp::Write(data) => {
+                let stored = self.backing.entry(request.key.clone()).or_default();
+                if data.version >= stored.version {
+                    *stored = data;
+                }
+                BackingResult::Written
+            }
+        };
+        let result_text = format!("{result:?}");
+        self.note(
+            || format!("backing -> n{home} {:?}: {result_text}", request.key),
+            &[5, home.0],
+        );
+        let out = self
+            .hosts
+            .get_mut(&home)
+            .expect("known node")
+            .directory
+            .on_backing(BackingResponse {
+                id: request.id,
+                key: request.key,
+                result,
+            });
+        self.dispatch(home, out);
+        self.check();
+    }
+
+    /// Advances one tick: delivers what is due, then ticks every node and directory.
+    pub fn run_tick(&mut self) {
+        self.now_tick += 1;
+        let now_us = self.now_tick * TICK_US;
+        while let Some(envelope) = self.net.pop_due(now_us) {
+            self.deliver(envelope);
+        }
+        while let Some(entry) = self.backing_queue.first_entry() {
+            if entry.key().0 > self.now_tick {
+                break;
+            }
+            let (home, request) = entry.remove();
+            self.deliver_backing(home, request);
+        }
+        let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
+        for id in ids {
+            self.steps += 1;
+            let host = self.hosts.get_mut(&id).expect("known node");
+            let mut out = host.node.tick();
+            out.extend(host.directory.tick());
+            self.dispatch(id, out);
+            self.check();
+        }
+    }
+
+    /// After every node flushed: the backing store must hold the newest version of every key.
+    pub fn check_backing(&mut self) {
+        if let Err(why) = self.checker.check_backing(&self.backing) {
+            self.fail(why);
+        }
+    }
+}
