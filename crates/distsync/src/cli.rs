@@ -24,6 +24,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the whole system locally (lock cluster and queue node), Ctrl-C to stop.
+    Up(crate::up::UpArgs),
     /// Run one node of a service.
     Serve(crate::serve::ServeArgs),
     /// Use the lock service: acquire, release, show.

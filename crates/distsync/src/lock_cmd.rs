@@ -12,6 +12,7 @@ pub struct Endpoints {
     /// Lock nodes' HTTP addresses; any node serves any request.
     #[arg(
         long,
+        global = true,
         env = "DISTSYNC_LOCK_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"

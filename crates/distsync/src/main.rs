@@ -6,6 +6,7 @@ mod lock_cmd;
 mod queue;
 mod serve;
 mod sim;
+mod up;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -18,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Up(args) => up::run(args),
         Command::Lock(args) => lock_cmd::run_lock(args),
         Command::Cluster(args) => lock_cmd::run_cluster(args),
         Command::Bench(args) => bench::run(args),
@@ -30,6 +32,7 @@ fn init_tracing(filter: &str, format: cli::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Pretty => builder.init(),
