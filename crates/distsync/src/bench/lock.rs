@@ -46,6 +46,12 @@ struct ClientResult {
     acquire_latency: Histogram<u64>,
 }
 
+/// Microseconds from 1 µs to 60 s at 3 significant digits; fixed bounds, so merging the
+/// per-client histograms never has to resize.
+fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
 pub fn run(args: LockBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,8 +81,8 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
             let mut result = ClientResult {
                 pairs: 0,
                 errors: 0,
-                pair_latency: Histogram::new(3)?,
-                acquire_latency: Histogram::new(3)?,
+                pair_latency: latency_histogram()?,
+                acquire_latency: latency_histogram()?,
             };
             while Instant::now() < stop_at && result.pairs < pairs_per_client {
                 let began = Instant::now();
@@ -111,8 +117,8 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
     }
     let mut pairs = 0;
     let mut errors = 0;
-    let mut pair_latency = Histogram::<u64>::new(3)?;
-    let mut acquire_latency = Histogram::<u64>::new(3)?;
+    let mut pair_latency = latency_histogram()?;
+    let mut acquire_latency = latency_histogram()?;
     for task in tasks {
         let result = task.await??;
         pairs += result.pairs;
