@@ -190,9 +190,10 @@ impl StreamBackend for AnyBackend {
     async fn wait_for_new(
         &self,
         streams: &[String],
+        group: &str,
         timeout: Duration,
     ) -> Result<(), BackendError> {
-        delegate!(self, b => b.wait_for_new(streams, timeout))
+        delegate!(self, b => b.wait_for_new(streams, group, timeout))
     }
 }
 

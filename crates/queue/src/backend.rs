@@ -232,11 +232,12 @@ pub trait StreamBackend: Send + Sync + 'static {
         stream: &str,
     ) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
-    /// Returns when an entry may have been appended to one of `streams` (by any process), or
-    /// after `timeout`. Spurious returns are allowed; callers re-read.
+    /// Returns when one of `streams` may hold an entry not yet delivered to `group` (appended
+    /// by any process), or after `timeout`. Spurious returns are allowed; callers re-read.
     fn wait_for_new(
         &self,
         streams: &[String],
+        group: &str,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }

@@ -22,6 +22,27 @@ use std::time::Duration;
 
 /// Idle-time value that makes a released entry claimable by any `claim_idle` (31 years).
 const RELEASED_IDLE_MS: u64 = 1_000_000_000_000;
+/// For each stream in KEYS, the last id delivered to group ARGV[1] (`0-0` if the stream or
+/// group does not exist): one round trip for every partition of a shard.
+const LAST_DELIVERED_SCRIPT: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local id = '0-0'
+  if redis.call('EXISTS', key) == 1 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local name, last
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1] end
+        if g[j] == 'last-delivered-id' then last = g[j + 1] end
+      end
+      if name == ARGV[1] and last then id = last end
+    end
+  end
+  out[i] = id
+end
+return out
+";
+
 /// Idle dedicated connections kept per shard for blocking waits.
 const WAIT_CONNECTIONS_IDLE_MAX: usize = 32;
 
@@ -619,11 +640,30 @@ impl StreamBackend for RedisStreams {
     async fn wait_for_new(
         &self,
         streams: &[String],
+        group: &str,
         timeout: Duration,
     ) -> Result<(), BackendError> {
         if streams.is_empty() {
             tokio::time::sleep(timeout).await;
             return Ok(());
+        }
+        // Wait for entries after the group's last-delivered id (not after `$`): an entry
+        // appended between the caller's read and this wait then ends the wait at once instead
+        // of being missed until the timeout.
+        let mut ids = redis::cmd("EVAL");
+        ids.arg(LAST_DELIVERED_SCRIPT).arg(streams.len());
+        for stream in streams {
+            ids.arg(stream);
+        }
+        ids.arg(group);
+        let reply = self.query(&ids).await?;
+        let ids: Vec<String> = as_array(&reply)
+            .ok_or_else(|| bad_reply("last-delivered script", &reply))?
+            .iter()
+            .map(|id| as_string(id).unwrap_or_else(|| "0-0".to_owned()))
+            .collect();
+        if ids.len() != streams.len() {
+            return Err(bad_reply("last-delivered script", &reply));
         }
         let mut conn = self.wait_connection(timeout).await?;
         let mut cmd = redis::cmd("XREAD");
@@ -635,8 +675,8 @@ impl StreamBackend for RedisStreams {
         for stream in streams {
             cmd.arg(stream);
         }
-        for _ in streams {
-            cmd.arg("$");
+        for id in &ids {
+            cmd.arg(id);
         }
         // If this future is dropped mid-command the connection is dropped with it (its reply
         // would otherwise arrive to the next user); only completed waits return it to the pool.

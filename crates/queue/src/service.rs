@@ -436,7 +436,12 @@ impl QueueService {
                         .map(|p| stream_key(queue, PartitionId(p)))
                         .collect();
                     Box::pin(async move {
-                        if shard.backend.wait_for_new(&streams, slice).await.is_err() {
+                        if shard
+                            .backend
+                            .wait_for_new(&streams, group, slice)
+                            .await
+                            .is_err()
+                        {
                             tokio::time::sleep(slice).await;
                         }
                     })
@@ -806,11 +811,15 @@ impl QueueService {
         let routes = self.route(receipts)?;
         let acks = routes.iter().map(|((shard, partition), ids)| async move {
             let shard = &self.shards[*shard];
-            shard
+            match shard
                 .backend
                 .ack(&stream_key(queue, *partition), group, ids)
                 .await
-                .map_err(|e| QueueError::from_backend(&shard.name, e))
+            {
+                // A group that does not exist has nothing pending: nothing to acknowledge.
+                Err(BackendError::NoGroup) => Ok(0),
+                other => other.map_err(|e| QueueError::from_backend(&shard.name, e)),
+            }
         });
         let mut acked = 0;
         for result in join_all(acks).await {
@@ -868,11 +877,14 @@ impl QueueService {
         let mut released = 0;
         for ((shard_index, partition), ids) in routes {
             let shard = &self.shards[*shard_index];
-            released += shard
+            released += match shard
                 .backend
                 .release(&stream_key(queue, *partition), group, ids)
                 .await
-                .map_err(|e| QueueError::from_backend(&shard.name, e))?;
+            {
+                Err(BackendError::NoGroup) => 0,
+                other => other.map_err(|e| QueueError::from_backend(&shard.name, e))?,
+            };
             // A released entry must be claimable by the next receive, whatever the scan timer.
             self.claims_scanned
                 .lock()
@@ -928,7 +940,7 @@ impl QueueService {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(shard = %shard.name, %error, "stats: shard failed");
+                    tracing::debug!(shard = %shard.name, %error, "stats: shard failed");
                     row.available = false;
                 }
             }

@@ -16,6 +16,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
+/// Terms at or above this are refused as malformed, so that term arithmetic can never overflow
+/// (a real cluster would need billions of years of elections to get near it).
+const TERM_MAX: u64 = u64::MAX / 2;
+
+/// How many election timeouts a sent snapshot may go unanswered before it is sent again.
+const SNAPSHOT_STALL_FACTOR: u64 = 10;
+
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -262,7 +269,14 @@ impl RaftNode {
         for progress in self.progress.values_mut() {
             if progress.has_outstanding(last_index) {
                 progress.stalled_ticks += 1;
-                if progress.stalled_ticks >= stall_limit {
+                // A snapshot can take far longer to transfer than an append; resending it early
+                // would only queue more copies behind the first.
+                let limit = if progress.state == crate::progress::ReplicationState::Snapshot {
+                    stall_limit * SNAPSHOT_STALL_FACTOR
+                } else {
+                    stall_limit
+                };
+                if progress.stalled_ticks >= limit {
                     // Appends or their answers were lost: start over from the known match point.
                     progress.become_probe();
                 }
@@ -289,7 +303,7 @@ impl RaftNode {
     /// answered as the protocol says; nothing a peer sends makes this panic unless it breaks a
     /// safety invariant that only a faulty peer could break.
     pub fn step(&mut self, message: Message) {
-        if message.to != self.id || message.from == self.id {
+        if message.to != self.id || message.from == self.id || message.term.0 >= TERM_MAX {
             return;
         }
         if message.term > self.term {

@@ -133,13 +133,21 @@ impl RaftNode {
             }
         }
         let well_formed = entries.iter().enumerate().all(|(offset, entry)| {
-            entry.index.0 == prev_log_index.0 + 1 + offset as u64 && entry.term <= self.term
+            prev_log_index
+                .0
+                .checked_add(1 + offset as u64)
+                .is_some_and(|expected| entry.index.0 == expected)
+                && entry.term <= self.term
         });
-        if !well_formed {
+        let Some(last_new) = prev_log_index
+            .0
+            .checked_add(entries.len() as u64)
+            .filter(|_| well_formed)
+            .map(LogIndex)
+        else {
             tracing::warn!(node = %self.id, %from, "malformed append ignored");
             return;
-        }
-        let last_new = LogIndex(prev_log_index.0 + entries.len() as u64);
+        };
         let commit = self.log.commit;
         if prev_log_index < commit {
             // The committed prefix matches every leader's log: skip what it covers.
@@ -254,6 +262,7 @@ impl RaftNode {
                 self.maybe_commit();
             }
             self.maybe_send_timeout_now(from);
+            self.maybe_probe(from);
             return;
         }
         // A rejection at or below the known match point is stale (reordered or duplicated).
@@ -283,6 +292,24 @@ impl RaftNode {
             .max(progress.match_index.next())
             .min(match_index)
             .max(LogIndex(1));
+    }
+
+    /// A follower that answered a heartbeat but lags behind our log gets an append now, even when
+    /// no new entry would trigger one: a node added with nothing proposed after it (or one whose
+    /// probe was lost) would otherwise never start catching up.
+    fn maybe_probe(&mut self, to: NodeId) {
+        let last_index = self.log.last_index();
+        let max_inflight = self.config.max_inflight_messages;
+        let Some(progress) = self.progress.get(&to) else {
+            return;
+        };
+        let probing = matches!(progress.state, ReplicationState::Probe { .. });
+        if progress.match_index < last_index
+            && progress.can_send(max_inflight)
+            && (probing || progress.next_index <= last_index)
+        {
+            self.send_append(to);
+        }
     }
 
     /// The last index at or below `upto` whose entry has `term`, if our log still holds one.
@@ -401,9 +428,14 @@ impl RaftNode {
             .progress
             .get(&to)
             .is_some_and(|progress| progress.match_index == self.log.last_index());
+        let max_inflight = self.config.max_inflight_messages;
         if caught_up {
             self.send(to, MessageBody::TimeoutNow);
-        } else {
+        } else if self
+            .progress
+            .get(&to)
+            .is_some_and(|progress| progress.can_send(max_inflight))
+        {
             self.send_append(to);
         }
     }

@@ -194,3 +194,44 @@ fn commit_bug_flag_is_off_by_default() {
     assert!(!crate::RaftConfig::new(NodeId(1)).bugs.any());
     assert!(TestBugs::default() == crate::RaftConfig::new(NodeId(1)).bugs);
 }
+
+#[test]
+fn a_learner_added_last_catches_up_without_further_proposals() {
+    // Proves a node added when nothing else is proposed still catches up (by snapshot), driven
+    // only by heartbeats: the probe starts from the heartbeat answer.
+    let mut cluster = MemCluster::new(3);
+    let leader = cluster.elect();
+    for i in 0..20u8 {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.propose(Bytes::from(vec![i])).unwrap();
+        cluster.stabilize();
+    }
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let applied = node.status().applied;
+    node.compact(applied, Bytes::from_static(b"state"));
+    let mut config = crate::RaftConfig::new(NodeId(4));
+    config.election_timeout_ticks = 10;
+    config.heartbeat_interval_ticks = 2;
+    let joiner = crate::RaftNode::new(config, crate::Membership::default(), 4).unwrap();
+    cluster.nodes.insert(NodeId(4), joiner);
+    cluster.applied.insert(NodeId(4), Vec::new());
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let added = node
+        .propose_membership(MembershipChange::AddLearner(NodeId(4)))
+        .unwrap();
+    cluster.stabilize();
+    for _ in 0..10 {
+        for node in cluster.nodes.values_mut() {
+            node.tick();
+        }
+        cluster.stabilize();
+    }
+    let status = cluster.nodes[&NodeId(4)].status();
+    assert!(
+        status.commit >= added.index,
+        "learner stuck at commit {} (membership entry at {})",
+        status.commit,
+        added.index
+    );
+    assert!(cluster.nodes[&NodeId(4)].snapshot().is_some());
+}

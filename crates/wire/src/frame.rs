@@ -71,17 +71,15 @@ pub enum WireError {
 /// # Errors
 /// [`WireError::Decode`] if serialization fails; [`WireError::FrameTooLarge`] past the limit.
 pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let mut out_vec = std::mem::take(out);
-    out_vec = postcard::to_extend(value, out_vec)?;
-    *out = out_vec;
-    let len = out.len() - start - 4;
-    let len32 = u32::try_from(len)
+    // Encode on the side so that a failure leaves `out` exactly as it was: the frames batched
+    // before this one must still go out intact.
+    let payload = postcard::to_allocvec(value)?;
+    let len = u32::try_from(payload.len())
         .ok()
         .filter(|&len| len <= MAX_FRAME_BYTES)
-        .ok_or(WireError::FrameTooLarge(len as u64))?;
-    out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
+        .ok_or(WireError::FrameTooLarge(payload.len() as u64))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&payload);
     Ok(())
 }
 

@@ -88,8 +88,17 @@ pub struct Node {
     process: Option<Child>,
 }
 
+impl Node {
+    /// (HTTP address, peer address).
+    pub fn clone_addresses(&self) -> (String, String) {
+        (self.http.clone(), self.raft.clone())
+    }
+}
+
 pub struct LockCluster {
     pub nodes: BTreeMap<u64, Node>,
+    /// Nodes of the bootstrap membership; the others start with `--join`.
+    bootstrap: u64,
     /// `links[(from, to)]`: how `from` dials `to`.
     links: BTreeMap<(u64, u64), Link>,
     _dir: tempfile::TempDir,
@@ -97,9 +106,16 @@ pub struct LockCluster {
 
 impl LockCluster {
     pub async fn start(size: u64) -> LockCluster {
+        Self::start_with_spares(size, 0).await
+    }
+
+    /// `size` bootstrap members running, plus `spares` nodes that are wired up (addresses,
+    /// proxies) but not started and not members; `spawn` starts one with `--join`.
+    pub async fn start_with_spares(size: u64, spares: u64) -> LockCluster {
+        let total = size + spares;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = BTreeMap::new();
-        for id in 1..=size {
+        for id in 1..=total {
             nodes.insert(
                 id,
                 Node {
@@ -121,11 +137,11 @@ impl LockCluster {
         }
         let mut cluster = LockCluster {
             nodes,
+            bootstrap: size,
             links,
             _dir: dir,
         };
-        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-        for id in ids {
+        for id in 1..=size {
             cluster.spawn(id);
         }
         cluster.wait_ready(Duration::from_secs(20)).await;
@@ -134,8 +150,10 @@ impl LockCluster {
 
     /// The `--cluster` argument as node `id` sees it: its peers through their proxies.
     fn spec_for(&self, id: u64) -> String {
+        let joining = id > self.bootstrap;
         self.nodes
             .values()
+            .filter(|node| joining || node.id <= self.bootstrap)
             .map(|node| {
                 let raft = if node.id == id {
                     node.raft.clone()
@@ -150,11 +168,16 @@ impl LockCluster {
 
     pub fn spawn(&mut self, id: u64) {
         let spec = self.spec_for(id);
+        let join = id > self.bootstrap;
         let node = self.nodes.get_mut(&id).expect("node exists");
         let log = std::fs::File::create(node.data_dir.with_extension("log"))
             .or_else(|_| std::fs::File::create("/dev/null"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_distsync"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distsync"));
+        if join {
+            command.env("DISTSYNC_JOIN", "true");
+        }
+        let child = command
             .args([
                 "serve",
                 "lock",

@@ -286,3 +286,70 @@ async fn full_cluster_sigkill_and_restart_keeps_sessions_and_locks() {
         "tokens went backwards after restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_added_at_run_time_catches_up_by_snapshot_and_votes() {
+    // Proves POST /v1/cluster/members: a fresh node joins as a learner, catches up (past a
+    // compacted log, so by InstallSnapshot), becomes a voter, and serves the same state.
+    let mut cluster = LockCluster::start_with_spares(3, 1).await;
+    let client = cluster.client();
+    let session = client
+        .create_session(Duration::from_secs(30))
+        .await
+        .unwrap();
+    for i in 0..120 {
+        let name = format!("pre-join-{i}");
+        let grant = client
+            .acquire(session.id(), &name, LockMode::Exclusive, Duration::ZERO)
+            .await
+            .unwrap();
+        client
+            .release(session.id(), &name, Some(grant.fencing_token))
+            .await
+            .unwrap();
+    }
+    let held = client
+        .acquire(session.id(), "kept", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    cluster.spawn(4);
+    let joiner = cluster.nodes[&4].clone_addresses();
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/cluster/members",
+            cluster.nodes[&leader].http
+        ))
+        .json(&serde_json::json!({"id": 4, "http_addr": joiner.0, "raft_addr": joiner.1}))
+        .timeout(Duration::from_secs(40))
+        .send()
+        .await
+        .expect("leader answers");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let status: distsync_api::ClusterStatus = cluster.status(leader).await.unwrap();
+    assert!(
+        status
+            .members
+            .iter()
+            .any(|member| member.id == 4 && member.voter),
+        "node 4 is not a voter: {status:?}"
+    );
+    let joined = cluster.client_of(4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(state) = joined.lock_state("kept").await {
+            assert_eq!(state.holders[0].fencing_token, held.fencing_token);
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 never served the state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node4 = cluster.status(4).await.unwrap();
+    assert!(node4.applied_index >= status.commit_index.min(node4.commit_index));
+    cluster.kill(4);
+}

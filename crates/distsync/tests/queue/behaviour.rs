@@ -374,6 +374,11 @@ async fn poison_message_is_dead_lettered_after_exactly_n_deliveries(backend: Bac
     assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
 }
 
+fn first_shard(cluster: &Cluster) -> &str {
+    let spec = cluster.shards.split(',').next().expect("one shard");
+    spec.split_once('=').map_or("embedded", |(name, _)| name)
+}
+
 async fn dead_letters(cluster: &Cluster) -> Vec<serde_json::Value> {
     let body: serde_json::Value = reqwest::get(cluster.url("/v1/queues/work/dead-letters"))
         .await
@@ -534,6 +539,14 @@ async fn bad_input_gets_json_4xx_and_leaves_the_node_serving(backend: Backend) {
             "{json}"
         );
     }
+    // Well-formed receipts that are not pending (here: of a group that does not exist) are
+    // not an error: an ack is idempotent, and they are simply not counted.
+    let receipt = format!("0:{}:1-0", first_shard(&cluster));
+    let body = format!(r#"{{"group":"nobody","receipts":["{receipt}"]}}"#);
+    let response = post("/v1/queues/q/ack", body).await.expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    let json: serde_json::Value = response.json().await.expect("ack body");
+    assert_eq!(json["acked"], 0);
     let response = http
         .get(cluster.url("/v1/nope"))
         .send()

@@ -94,6 +94,17 @@ impl RedisProc {
         }
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the server with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
     /// Starts again on the same port and directory (recovering from the AOF).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running redis");

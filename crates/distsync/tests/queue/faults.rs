@@ -104,6 +104,91 @@ async fn redis_shard_sigkill_during_publishing_loses_no_acknowledged_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_shard_paused_with_sigstop_loses_nothing_and_drains_after_sigcont() {
+    // Proves Q-07 (shortened to a 3 s pause): while r1 is SIGSTOPped, publishes touching it
+    // fail after the shard timeout (none is reported ok before the write happened) and r2
+    // keeps serving; after SIGCONT every acknowledged publish is delivered. Publishes that
+    // timed out but were applied after SIGCONT show up as "recovered", never as lost.
+    let cluster = Cluster::start(Backend::Redis, 2, 1, &[]);
+    let client = Arc::new(cluster.client());
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            tokio::spawn(produce(
+                client.clone(),
+                "paused".into(),
+                format!("p{p}"),
+                2_000,
+                10,
+                ledger.clone(),
+            ))
+        })
+        .collect();
+    wait_acknowledged(&ledger, 500).await;
+    cluster.redis[0].signal("STOP");
+    let paused_at = Instant::now();
+    // A keyed publish that lands on r2 still succeeds while r1 is frozen.
+    let ring: serde_json::Value = reqwest::get(cluster.url("/v1/ring"))
+        .await
+        .expect("ring")
+        .json()
+        .await
+        .expect("ring json");
+    let on_r2 = ring["placement"]
+        .as_array()
+        .expect("placement")
+        .iter()
+        .find(|p| p["shard"] == "r2")
+        .and_then(|p| p["partition"].as_u64())
+        .expect("r2 owns a partition");
+    let mut accepted_on_r2 = false;
+    for i in 0..200 {
+        let key = format!("k{i}");
+        let ids = match client
+            .publish(
+                "paused-probe",
+                vec![distsync_api::PublishMessage {
+                    key: Some(key),
+                    body: "x".into(),
+                    headers: None,
+                }],
+            )
+            .await
+        {
+            Ok(ids) => ids,
+            Err(_) => continue,
+        };
+        if ids[0].starts_with(&format!("{on_r2}-")) {
+            accepted_on_r2 = true;
+            break;
+        }
+    }
+    assert!(
+        accepted_on_r2,
+        "no publish to r2 succeeded while r1 was paused"
+    );
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(paused_at.elapsed())).await;
+    cluster.redis[0].signal("CONT");
+    for producer in producers {
+        producer.await.expect("producer task");
+    }
+    let done = Arc::new(AtomicBool::new(true));
+    consume_until_drained(
+        client.clone(),
+        "paused".into(),
+        "c".into(),
+        ledger.clone(),
+        done,
+        Duration::from_secs(60),
+    )
+    .await;
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .check("redis shard SIGSTOP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_node_sigkill_clients_fail_over_and_nothing_is_lost() {
     // Proves stateless nodes: 2 nodes over 2 shards; producers and consumers use a
     // client that knows both; node 1 is SIGKILLed mid-run; clients move to node 2; lost = ∅.

@@ -510,6 +510,7 @@ impl StreamBackend for FileStreams {
     async fn wait_for_new(
         &self,
         _streams: &[String],
+        _group: &str,
         timeout: Duration,
     ) -> Result<(), BackendError> {
         let _ = tokio::time::timeout(timeout, self.appended.notified()).await;

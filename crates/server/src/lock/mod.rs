@@ -9,19 +9,17 @@ mod state_machine;
 
 pub use node::{LockNodeConfig, run_lock_node};
 pub use openapi::openapi_document;
-pub use state_machine::{LockStateMachine, SessionTiming, WaiterRegistry};
+pub use state_machine::{LockReply, LockStateMachine, SessionTiming};
 
 use crate::metrics::Metrics;
 use crate::raft::RaftHandle;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything the lock service's HTTP handlers share.
 pub struct LockService {
     /// The Raft group.
     pub raft: RaftHandle<LockStateMachine>,
-    /// Acquires waiting for a grant.
-    pub waiters: Arc<Mutex<WaiterRegistry>>,
     /// Metrics of this node.
     pub metrics: Arc<Metrics>,
     /// Client used to forward requests to the leader.

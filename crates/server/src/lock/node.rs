@@ -42,7 +42,6 @@ pub async fn run_lock_node(
         config.timing,
         Arc::clone(&metrics.lock),
     )?;
-    let waiters = state_machine.waiters();
     let (raft, mut driver) = spawn_driver(
         config.driver.clone(),
         state_machine,
@@ -54,7 +53,6 @@ pub async fn run_lock_node(
         .build()?;
     let service = Arc::new(LockService {
         raft,
-        waiters,
         metrics,
         http_client,
         leader_wait: config.leader_wait,

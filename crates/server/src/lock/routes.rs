@@ -3,7 +3,7 @@
 
 use super::LockService;
 use super::forward::forward_to_leader;
-use super::state_machine::register_waiter;
+use super::state_machine::LockReply;
 use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found, reject_oversized_bodies};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -83,11 +83,10 @@ fn to_api_mode(mode: LockMode) -> ApiMode {
 
 /// Proposes `command` and waits for its outcome, at most the commit timeout: a node cut off from
 /// the majority answers `no_leader` rather than hanging.
-async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outcome> {
+async fn propose_reply(service: &LockService, command: LockCommand) -> ApiResult<LockReply> {
     let proposal = service.raft.propose(command.encode());
     match tokio::time::timeout(service.commit_timeout, proposal).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(error))) => Err(error.into()),
+        Ok(Ok(reply)) => Ok(reply),
         Ok(Err(error)) => Err(error.into()),
         Err(_) => Err(ApiError::new(
             ErrorCode::NoLeader,
@@ -98,6 +97,66 @@ async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outco
         )),
     }
 }
+
+async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outcome> {
+    Ok(propose_reply(service, command).await?.outcome?)
+}
+
+/// Withdraws a wait that its request gave up on, however the request ended (timeout, lost
+/// leadership, client gone): otherwise the queued wait would later be granted to a session whose
+/// client was told it failed, and the lock would stay held. A grant that won the race is
+/// released again for the same reason.
+struct WaitWithdrawal {
+    service: Arc<LockService>,
+    session: SessionId,
+    name: LockName,
+    armed: bool,
+}
+
+impl WaitWithdrawal {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for WaitWithdrawal {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let service = Arc::clone(&self.service);
+        let (session, name) = (self.session, self.name.clone());
+        tokio::spawn(async move {
+            for _ in 0..WITHDRAW_ATTEMPTS_MAX {
+                let cancel = LockCommand::CancelWait {
+                    session,
+                    name: name.clone(),
+                };
+                match propose(&service, cancel).await {
+                    Ok(Outcome::Granted(grant)) => {
+                        let release = LockCommand::Release {
+                            session,
+                            name: name.clone(),
+                            token: Some(grant.token),
+                            idempotency_key: None,
+                        };
+                        if propose(&service, release).await.is_ok() {
+                            return;
+                        }
+                    }
+                    Ok(_) => return,
+                    Err(error) if error.body.code != ErrorCode::NoLeader => return,
+                    Err(_) => {}
+                }
+                tokio::time::sleep(WITHDRAW_RETRY).await;
+            }
+            tracing::warn!(session = session.0, lock = %name, "could not withdraw an abandoned wait");
+        });
+    }
+}
+
+const WITHDRAW_ATTEMPTS_MAX: usize = 20;
+const WITHDRAW_RETRY: Duration = Duration::from_millis(250);
 
 fn unexpected(outcome: &Outcome) -> ApiError {
     ApiError::internal(format!("unexpected outcome {outcome:?}"))
@@ -145,6 +204,12 @@ async fn keep_alive(
     Path(id): Path<u64>,
 ) -> ApiResult<Json<SessionResponse>> {
     let session = SessionId(id);
+    // A leadership barrier first (ReadIndex): the leader has applied everything committed before
+    // this request, including an expiry or close a previous leader committed, and still leads.
+    let barrier = service.raft.read(|_| ());
+    tokio::time::timeout(service.commit_timeout, barrier)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::NoLeader, "leadership not confirmed; retry"))??;
     let ttl = service
         .raft
         .with_local(move |state, status| {
@@ -211,8 +276,6 @@ async fn acquire(
     let session = SessionId(request.session_id);
     let mode = to_core_mode(request.mode);
     let wait = Duration::from_millis(request.wait_ms);
-    // Registered before proposing: a grant applied right after the proposal cannot be missed.
-    let (_guard, granted) = register_waiter(&service.waiters, session, name.clone());
     let command = LockCommand::Acquire {
         session,
         name: name.clone(),
@@ -220,21 +283,36 @@ async fn acquire(
         wait: request.wait_ms > 0,
         idempotency_key: idempotency_key(&headers)?,
     };
-    let grant = match propose(&service, command).await? {
-        Outcome::Granted(grant) => grant,
-        Outcome::NotGranted => return Err(timeout_error(&name, request.wait_ms)),
-        Outcome::Waiting { .. } => {
+    // From here on, a wait may be queued: make sure it is withdrawn if this request ends early.
+    let withdrawal = WaitWithdrawal {
+        service: Arc::clone(&service),
+        session,
+        name: name.clone(),
+        armed: request.wait_ms > 0,
+    };
+    let reply = propose_reply(&service, command).await?;
+    let grant = match (reply.outcome?, reply.wait) {
+        (Outcome::Granted(grant), _) => grant,
+        (Outcome::NotGranted, _) => {
+            withdrawal.disarm();
+            return Err(timeout_error(&name, request.wait_ms));
+        }
+        (Outcome::Waiting { .. }, Some(granted)) => {
             let remaining = wait.saturating_sub(started.elapsed());
             match tokio::time::timeout(remaining, granted).await {
                 Ok(Ok(Ok(grant))) => grant,
-                Ok(Ok(Err(error))) => return Err(error.into()),
+                Ok(Ok(Err(error))) => {
+                    withdrawal.disarm();
+                    return Err(error.into());
+                }
                 Ok(Err(_)) | Err(_) => {
                     cancel_wait(&service, session, &name, request.wait_ms).await?
                 }
             }
         }
-        other => return Err(unexpected(&other)),
+        (other, _) => return Err(unexpected(&other)),
     };
+    withdrawal.disarm();
     service
         .metrics
         .lock

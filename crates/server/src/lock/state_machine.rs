@@ -6,78 +6,42 @@ use distsync_lock::{
     Grant, LockCommand, LockConfig, LockError, LockEvent, LockName, LockTable, LogIndex, Response,
     SessionId,
 };
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// An expiry proposal not applied within this long is proposed again (it may have been lost;
+/// applying one twice is harmless).
+const EXPIRY_RETRY: Duration = Duration::from_secs(2);
 
 /// What a waiting acquire is eventually told.
 pub type WaitResult = Result<Grant, LockError>;
 
-/// Acquires waiting for a grant, by (session, lock). Handlers register before proposing, so a
-/// grant applied right after the proposal cannot be missed; the state machine completes them in
-/// the same apply step as the release that grants them.
+/// Acquires waiting for a grant, by (session, lock). A waiter is registered by `apply` itself,
+/// in the same step that queued its wait, so it can only ever be completed by a grant (or session
+/// end) that comes later in the log than its own `Acquire`.
 #[derive(Debug, Default)]
-pub struct WaiterRegistry {
-    next_id: u64,
-    waiting: HashMap<WaitKey, Vec<(u64, oneshot::Sender<WaitResult>)>>,
+struct WaiterRegistry {
+    waiting: HashMap<WaitKey, Vec<oneshot::Sender<WaitResult>>>,
 }
 
 /// Who waits for which lock.
 type WaitKey = (SessionId, LockName);
 
-/// Removes its registration when the waiting request ends, however it ends.
-#[derive(Debug)]
-pub struct WaiterGuard {
-    registry: Arc<Mutex<WaiterRegistry>>,
-    key: WaitKey,
-    id: u64,
-}
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        if let Ok(mut registry) = self.registry.lock() {
-            if let Some(list) = registry.waiting.get_mut(&self.key) {
-                list.retain(|(id, _)| *id != self.id);
-                if list.is_empty() {
-                    registry.waiting.remove(&self.key);
-                }
-            }
-        }
-    }
-}
-
-/// Registers a waiter for `(session, name)`.
-pub fn register_waiter(
-    registry: &Arc<Mutex<WaiterRegistry>>,
-    session: SessionId,
-    name: LockName,
-) -> (WaiterGuard, oneshot::Receiver<WaitResult>) {
-    let (sender, receiver) = oneshot::channel();
-    let mut guard_registry = registry.lock().expect("waiter registry is never poisoned");
-    guard_registry.next_id += 1;
-    let id = guard_registry.next_id;
-    let key = (session, name);
-    guard_registry
-        .waiting
-        .entry(key.clone())
-        .or_default()
-        .push((id, sender));
-    drop(guard_registry);
-    (
-        WaiterGuard {
-            registry: Arc::clone(registry),
-            key,
-            id,
-        },
-        receiver,
-    )
-}
-
 impl WaiterRegistry {
+    fn register(&mut self, key: WaitKey) -> oneshot::Receiver<WaitResult> {
+        let (sender, receiver) = oneshot::channel();
+        let list = self.waiting.entry(key).or_default();
+        // Drop senders whose requests have gone away, so a long wait cannot accumulate them.
+        list.retain(|sender| !sender.is_closed());
+        list.push(sender);
+        receiver
+    }
+
     fn notify(&mut self, key: &WaitKey, result: &WaitResult) {
         if let Some(list) = self.waiting.remove(key) {
-            for (_, sender) in list {
+            for sender in list {
                 let _ = sender.send(result.clone());
             }
         }
@@ -96,6 +60,16 @@ impl WaiterRegistry {
     }
 }
 
+/// What a proposer of a lock command is answered with: the outcome, and for an acquire that
+/// queued, the channel its grant will arrive on.
+#[derive(Debug)]
+pub struct LockReply {
+    /// The command's outcome.
+    pub outcome: Result<Response, LockError>,
+    /// Present when the outcome is `Waiting`.
+    pub wait: Option<oneshot::Receiver<WaitResult>>,
+}
+
 /// How sessions are timed on the leader.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionTiming {
@@ -109,12 +83,13 @@ pub struct SessionTiming {
 pub struct LockStateMachine {
     table: LockTable,
     config: LockConfig,
-    waiters: Arc<Mutex<WaiterRegistry>>,
+    waiters: WaiterRegistry,
     /// Leader only: when each session expires unless kept alive. Lives on the leader's
     /// monotonic clock and never enters the log; expiry does, as a command.
     deadlines: HashMap<SessionId, Instant>,
-    /// Expiries proposed but not yet applied (not proposed twice, not kept alive meanwhile).
-    expiring: HashSet<SessionId>,
+    /// Expiries proposed but not yet applied, with when they were proposed: not kept alive
+    /// meanwhile, and proposed again if the first proposal was lost.
+    expiring: HashMap<SessionId, Instant>,
     is_leader: bool,
     timing: SessionTiming,
     metrics: Arc<LockMetrics>,
@@ -133,18 +108,13 @@ impl LockStateMachine {
         Ok(LockStateMachine {
             table: LockTable::new(config.clone())?,
             config,
-            waiters: Arc::new(Mutex::new(WaiterRegistry::default())),
+            waiters: WaiterRegistry::default(),
             deadlines: HashMap::new(),
-            expiring: HashSet::new(),
+            expiring: HashMap::new(),
             is_leader: false,
             timing,
             metrics,
         })
-    }
-
-    /// The waiter registry shared with the HTTP handlers.
-    pub fn waiters(&self) -> Arc<Mutex<WaiterRegistry>> {
-        Arc::clone(&self.waiters)
     }
 
     /// The replicated table (read-only).
@@ -160,7 +130,7 @@ impl LockStateMachine {
     /// Leader only: pushes a session's deadline out by its TTL. Returns the TTL, or `None` when
     /// the session does not exist (or is being expired).
     pub fn keep_alive(&mut self, session: SessionId, now: Instant) -> Option<u64> {
-        if !self.is_leader || self.expiring.contains(&session) {
+        if !self.is_leader || self.expiring.contains_key(&session) {
             return None;
         }
         let info = self.table.session(session)?;
@@ -170,10 +140,7 @@ impl LockStateMachine {
     }
 
     fn on_events(&mut self, events: &[LockEvent]) {
-        let mut waiters = self
-            .waiters
-            .lock()
-            .expect("waiter registry is never poisoned");
+        let waiters = &mut self.waiters;
         for event in events {
             match event {
                 LockEvent::Granted(grant) => {
@@ -192,7 +159,7 @@ impl LockStateMachine {
 }
 
 impl StateMachine for LockStateMachine {
-    type Response = Result<Response, LockError>;
+    type Response = LockReply;
 
     fn apply(
         &mut self,
@@ -205,11 +172,20 @@ impl StateMachine for LockStateMachine {
             Err(error) => {
                 tracing::error!(%index, %error, "undecodable lock command skipped");
                 if let Some(responder) = responder {
-                    let _ = responder.send(Ok(Err(error)));
+                    let _ = responder.send(Ok(LockReply {
+                        outcome: Err(error),
+                        wait: None,
+                    }));
                 }
                 return;
             }
         };
+        let wait_key = match &command {
+            LockCommand::Acquire { session, name, .. }
+            | LockCommand::CancelWait { session, name } => Some((*session, name.clone())),
+            _ => None,
+        };
+        let cancels = matches!(command, LockCommand::CancelWait { .. });
         let outcome = self.table.apply(index, command);
         match &outcome.response {
             Ok(Response::SessionCreated { session, ttl_ms }) if self.is_leader => {
@@ -231,8 +207,28 @@ impl StateMachine for LockStateMachine {
             _ => {}
         }
         self.on_events(&outcome.events);
+        if cancels && matches!(outcome.response, Ok(Response::WaitCancelled)) {
+            if let Some(key) = &wait_key {
+                self.waiters.notify(
+                    key,
+                    &Err(LockError::NotHeld {
+                        session: key.0,
+                        name: key.1.clone(),
+                    }),
+                );
+            }
+        }
         if let Some(responder) = responder {
-            let _ = responder.send(Ok(outcome.response));
+            let wait = match (&outcome.response, wait_key) {
+                (Ok(Response::Waiting { .. }), Some(key)) if !cancels => {
+                    Some(self.waiters.register(key))
+                }
+                _ => None,
+            };
+            let _ = responder.send(Ok(LockReply {
+                outcome: outcome.response,
+                wait,
+            }));
         }
     }
 
@@ -258,14 +254,21 @@ impl StateMachine for LockStateMachine {
         let mut expired: Vec<SessionId> = self
             .deadlines
             .iter()
-            .filter(|(session, deadline)| **deadline <= now && !self.expiring.contains(session))
+            .filter(|(session, deadline)| {
+                **deadline <= now
+                    && self
+                        .expiring
+                        .get(session)
+                        .is_none_or(|proposed| now.duration_since(*proposed) > EXPIRY_RETRY)
+            })
             .map(|(&session, _)| session)
             .collect();
         if expired.is_empty() {
             return Vec::new();
         }
         expired.sort_unstable();
-        self.expiring.extend(expired.iter().copied());
+        self.expiring
+            .extend(expired.iter().map(|&session| (session, now)));
         tracing::info!(sessions = ?expired, "expiring sessions that missed their keep-alive");
         vec![LockCommand::ExpireSessions { sessions: expired }.encode()]
     }

@@ -5,9 +5,11 @@
 //! `/healthz`, `/readyz`, `/metrics`.
 
 mod metrics;
+mod openapi;
 mod routes;
 
 pub use metrics::QueueMetrics;
+pub use openapi::openapi_document;
 pub use routes::router;
 
 use distsync_queue::QueueService;

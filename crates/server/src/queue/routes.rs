@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use distsync_api::{
-    AckRequest, AckResponse, DeadLettersResponse, ErrorCode, NackRequest, NackResponse,
+    AckRequest, AckResponse, DeadLettersResponse, ErrorBody, ErrorCode, NackRequest, NackResponse,
     PublishRequest, PublishResponse, QueueStats, ReceiveRequest, ReceiveResponse, ReceivedMessage,
     RingView,
 };
@@ -53,6 +53,15 @@ fn api_error(node: &QueueNode, error: QueueError) -> ApiError {
     ApiError::new(code, error.to_string())
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/messages", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name: 1-128 of [A-Za-z0-9_.-]")),
+    request_body = PublishRequest,
+    responses(
+        (status = 201, body = PublishResponse, description = "Every message is durable as configured"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 413, body = ErrorBody, description = "payload_too_large"),
+        (status = 503, body = ErrorBody, description = "shard_unavailable: a shard of the batch did not answer; part of the batch may be stored"),
+    ))]
 async fn publish(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -86,6 +95,14 @@ async fn publish(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/receive", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = ReceiveRequest,
+    responses(
+        (status = 200, body = ReceiveResponse, description = "Possibly empty after wait_ms"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 503, body = ErrorBody, description = "shard_unavailable: every shard is down"),
+    ))]
 async fn receive(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -133,6 +150,14 @@ async fn receive(
     Ok(Json(ReceiveResponse { messages }))
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/ack", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = AckRequest,
+    responses(
+        (status = 200, body = AckResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request or unknown_receipt"),
+        (status = 503, body = ErrorBody, description = "shard_unavailable"),
+    ))]
 async fn ack(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -147,6 +172,14 @@ async fn ack(
     Ok(Json(AckResponse { acked }))
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/nack", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = NackRequest,
+    responses(
+        (status = 200, body = NackResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request or unknown_receipt"),
+        (status = 503, body = ErrorBody, description = "shard_unavailable"),
+    ))]
 async fn nack(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -161,6 +194,12 @@ async fn nack(
     Ok(Json(NackResponse { nacked }))
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, body = QueueStats, description = "Per partition; a down shard's partitions have available = false"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+    ))]
 async fn stats(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -184,6 +223,14 @@ struct DeadLettersQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/dead-letters", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name"),
+           ("limit" = Option<usize>, Query, description = "Most per partition, 1..=1000 (default 100)")),
+    responses(
+        (status = 200, body = DeadLettersResponse),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 503, body = ErrorBody, description = "shard_unavailable"),
+    ))]
 async fn dead_letters(
     State(node): State<Arc<QueueNode>>,
     Path(queue): Path<String>,
@@ -202,6 +249,8 @@ async fn dead_letters(
     Ok(Json(DeadLettersResponse { messages }))
 }
 
+#[utoipa::path(get, path = "/v1/ring", tag = "queues",
+    responses((status = 200, body = RingView, description = "Partition placement every node computes")))]
 async fn ring(State(node): State<Arc<QueueNode>>) -> Json<RingView> {
     Json(node.service.ring_view())
 }

@@ -224,15 +224,19 @@ impl<SM: StateMachine> RaftHandle<SM> {
         address: MemberAddress,
         catch_up_timeout: Duration,
     ) -> Result<(), DriverError> {
-        if self.status().membership.contains(NodeId(id)) {
+        let membership = self.status().membership;
+        if membership.is_voter(NodeId(id)) {
             return Err(DriverError::Rejected(format!(
-                "node {id} is already a member"
+                "node {id} is already a voter"
             )));
         }
         self.propose_raw(Envelope::SetAddress { id, address })
             .await?;
-        self.change_membership(MembershipChange::AddLearner(NodeId(id)))
-            .await?;
+        // A learner left behind by an earlier attempt that timed out goes straight to catch-up.
+        if !membership.contains(NodeId(id)) {
+            self.change_membership(MembershipChange::AddLearner(NodeId(id)))
+                .await?;
+        }
         let deadline = Instant::now() + catch_up_timeout;
         loop {
             let target = self.status().commit;
@@ -272,13 +276,24 @@ impl<SM: StateMachine> RaftHandle<SM> {
     async fn change_membership(&self, change: MembershipChange) -> Result<(), DriverError> {
         let (respond, response) = oneshot::channel();
         self.send(Request::Membership { change, respond }).await?;
-        response.await.map_err(|_| DriverError::Dropped)?
+        Self::await_commit(response).await
     }
 
     async fn propose_raw(&self, envelope: Envelope) -> Result<(), DriverError> {
         let (respond, response) = oneshot::channel();
         self.send(Request::ProposeRaw { envelope, respond }).await?;
-        response.await.map_err(|_| DriverError::Dropped)?
+        Self::await_commit(response).await
+    }
+
+    /// A leader cut off from its majority never commits: give up after a bound rather than
+    /// waiting for the partition to heal.
+    async fn await_commit(
+        response: oneshot::Receiver<Result<(), DriverError>>,
+    ) -> Result<(), DriverError> {
+        match tokio::time::timeout(MEMBERSHIP_COMMIT_TIMEOUT, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(DriverError::Dropped),
+        }
     }
 
     async fn send(&self, request: Request<SM>) -> Result<(), DriverError> {
@@ -422,6 +437,9 @@ struct Driver<SM: StateMachine> {
     status: watch::Sender<NodeStatus>,
     metrics: Arc<RaftMetrics>,
 }
+
+/// How long a membership-related proposal may take to commit.
+const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests handled per loop turn before the node's output is flushed, so a burst of proposals
 /// shares one fsync without starving ticks and peer messages.
