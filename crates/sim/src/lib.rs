@@ -48,3 +48,4 @@
 pub mod cache;
 pub mod net;
 pub mod raft;
+pub mod sweep;

@@ -64,30 +64,8 @@ pub struct CacheSeedReport {
     pub swarm: String,
 }
 
-/// The verdict on a sweep.
-#[derive(Clone, Debug, Default)]
-pub struct CacheSweepSummary {
-    /// Seeds run.
-    pub seeds: u64,
-    /// Steps over all seeds.
-    pub steps: u64,
-    /// Seeds with an invariant violation.
-    pub violations: u64,
-    /// Seeds with a liveness failure.
-    pub liveness_failures: u64,
-    /// The first failing seeds' reports (at most 10).
-    pub failures: Vec<CacheSeedReport>,
-}
-
-impl std::fmt::Display for CacheSweepSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seeds={} steps={} violations={} liveness_failures={}",
-            self.seeds, self.steps, self.violations, self.liveness_failures
-        )
-    }
-}
+/// The verdict on a sweep of seeds.
+pub type CacheSweepSummary = crate::sweep::SweepSummary<CacheSeedReport>;
 
 /// Fault mix and configuration of one seed (swarm testing).
 #[derive(Clone, Debug)]

@@ -65,30 +65,8 @@ pub struct SeedReport {
     pub swarm: String,
 }
 
-/// The verdict on a sweep.
-#[derive(Clone, Debug, Default)]
-pub struct SweepSummary {
-    /// Seeds run.
-    pub seeds: u64,
-    /// Steps over all seeds.
-    pub steps: u64,
-    /// Seeds with an invariant violation.
-    pub violations: u64,
-    /// Seeds with a liveness failure.
-    pub liveness_failures: u64,
-    /// The first failing seeds' reports (at most 10).
-    pub failures: Vec<SeedReport>,
-}
-
-impl std::fmt::Display for SweepSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seeds={} steps={} violations={} liveness_failures={}",
-            self.seeds, self.steps, self.violations, self.liveness_failures
-        )
-    }
-}
+/// The verdict on a sweep of seeds.
+pub type SweepSummary = crate::sweep::SweepSummary<SeedReport>;
 
 /// Fault mix of one seed ("swarm testing": each seed enables a random subset of fault kinds with
 /// random intensities, which finds more bugs than one fixed mix).
