@@ -575,6 +575,21 @@ impl<SM: StateMachine> Driver<SM> {
     fn process_ready(&mut self) -> anyhow::Result<()> {
         while self.node.has_ready() {
             let ready = self.node.ready();
+            // A leader's appends do not depend on its own log being durable: it counts itself
+            // towards a commit only once `advance` confirms the fsync (Raft thesis §10.2.1), so
+            // they go out before the fsync and the followers' writes overlap the leader's. Every
+            // other message (votes, acknowledgements) waits for the fsync.
+            let leading = self.node.status().role == Role::Leader;
+            let sent_early = |message: &Message| {
+                leading
+                    && matches!(
+                        message.body,
+                        distsync_raft::MessageBody::AppendEntries { .. }
+                    )
+            };
+            for message in ready.messages.iter().filter(|message| sent_early(message)) {
+                self.transport.send(message.to.0, message.clone());
+            }
             if ready.hard_state.is_some() || !ready.entries.is_empty() || ready.snapshot.is_some() {
                 let started = Instant::now();
                 tokio::task::block_in_place(|| {
@@ -589,7 +604,7 @@ impl<SM: StateMachine> Driver<SM> {
                     .persist_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
-            for message in &ready.messages {
+            for message in ready.messages.iter().filter(|message| !sent_early(message)) {
                 self.transport.send(message.to.0, message.clone());
             }
             if let Some(snapshot) = &ready.snapshot {
