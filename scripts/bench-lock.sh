@@ -42,7 +42,8 @@ for nodes in 3 1; do
         for contended in "" "--contended"; do
             result=$("$bin" --log warn bench lock --targets "$targets" --clients "$clients" \
                 --duration "${seconds}s" $contended --json)
-            line=$(printf '%s' "$result" | python3 -c "import json,sys; r=json.load(sys.stdin); r['nodes']=$nodes; print(json.dumps(r))")
+            leader=$(curl -sf "127.0.0.1:$((9000 + nodes * 10 + 1))/v1/cluster" | python3 -c "import json,sys; print(json.load(sys.stdin)['leader_id'])")
+            line=$(printf '%s' "$result" | python3 -c "import json,sys; r=json.load(sys.stdin); r['nodes']=$nodes; r['leader_id']=$leader; print(json.dumps(r))")
             echo "$line" | tee -a "$out"
         done
     done
