@@ -12,5 +12,8 @@
 pub mod http;
 pub mod lock;
 pub mod metrics;
+mod openapi;
 pub mod queue;
 pub mod raft;
+
+pub use openapi::{openapi_document, openapi_json};

@@ -9,7 +9,7 @@ fn committed_path() -> PathBuf {
 #[test]
 fn committed_openapi_document_matches_the_code() {
     // Proves docs/api/openapi.yaml is current; regenerate with REGENERATE_OPENAPI=1.
-    let generated = distsync_server::lock::openapi_document()
+    let generated = distsync_server::openapi_document()
         .to_yaml()
         .expect("the document serializes");
     let path = committed_path();

@@ -44,7 +44,7 @@ pub fn router(service: Arc<LockService>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(crate::openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(axum::middleware::from_fn(reject_oversized_bodies))
@@ -531,16 +531,6 @@ async fn metrics(State(service): State<Arc<LockService>>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         service.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn openapi_json() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        super::openapi_document()
-            .to_pretty_json()
-            .unwrap_or_default(),
     )
         .into_response()
 }

@@ -30,8 +30,12 @@ pub fn router(node: Arc<QueueNode>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(crate::openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(
+            crate::http::reject_oversized_bodies,
+        ))
         .with_state(node)
 }
 
