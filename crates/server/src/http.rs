@@ -8,8 +8,11 @@ use axum::response::{IntoResponse, Response};
 use distsync_api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 
-/// Request bodies larger than this are refused with 413 before they are read whole.
+/// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT_BYTES: usize = 1 << 20;
+
+/// An oversized body up to this size is read and dropped before the 413 is sent.
+const DRAIN_LIMIT_BYTES: usize = 16 << 20;
 
 /// An error answered as `{"code", "message"}` with the status its code implies.
 #[derive(Debug)]
@@ -59,6 +62,16 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the oversized body is never read, so the connection cannot carry
+            // another request: say so, or a client would reuse it and see it cut off.
+            return (
+                self.status,
+                [(axum::http::header::CONNECTION, "close")],
+                axum::Json(self.body),
+            )
+                .into_response();
+        }
         (self.status, axum::Json(self.body)).into_response()
     }
 }
@@ -100,7 +113,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 }
 
 /// Middleware: refuses a body whose declared `Content-Length` exceeds [`BODY_LIMIT_BYTES`]
-/// before reading any of it (bodies without a length are cut off by the body limit layer).
+/// without handing it to a handler (bodies without a length are cut off by the body limit layer).
 pub async fn reject_oversized_bodies(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -110,10 +123,16 @@ pub async fn reject_oversized_bodies(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > BODY_LIMIT_BYTES as u64) {
+    if let Some(length) = declared.filter(|&length| length > BODY_LIMIT_BYTES as u64) {
+        // Read (and drop) a moderately oversized body before answering: a client still writing
+        // it would otherwise see its connection cut instead of this answer. Beyond the drain
+        // limit the connection is closed at once.
+        if length <= DRAIN_LIMIT_BYTES as u64 {
+            let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT_BYTES).await;
+        }
         return ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("request body exceeds {BODY_LIMIT_BYTES} bytes"),
+            format!("request body of {length} bytes exceeds {BODY_LIMIT_BYTES} bytes"),
         )
         .into_response();
     }

@@ -78,26 +78,19 @@ async fn malformed_requests_get_json_errors_and_the_node_survives() {
             error.message
         );
     }
-    // An oversized body is refused from its declared length, before it is sent.
-    let mut socket = tokio::net::TcpStream::connect(&node).await.unwrap();
-    let head = format!(
-        "POST /v1/sessions HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        2 << 20
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut socket, head.as_bytes())
+    // An oversized body is refused with a JSON 413, and the client gets the answer rather than
+    // a reset connection.
+    let oversized = http
+        .post(format!("http://{node}/v1/sessions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .timeout(Duration::from_secs(10))
+        .send()
         .await
-        .unwrap();
-    let mut answer = vec![0u8; 4096];
-    let read = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read(&mut socket, &mut answer),
-    )
-    .await
-    .expect("answered before the body was sent")
-    .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..read]);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("payload_too_large"), "{answer}");
+        .expect("an answer, not a cut connection");
+    assert_eq!(oversized.status().as_u16(), 413);
+    let error: distsync_api::ErrorBody = oversized.json().await.expect("JSON error body");
+    assert_eq!(error.code, distsync_api::ErrorCode::PayloadTooLarge);
     let long_name = "x".repeat(300);
     let response = post(
         &format!("/v1/locks/{long_name}/acquire"),
