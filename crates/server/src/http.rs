@@ -143,3 +143,20 @@ pub async fn reject_oversized_bodies(
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint")
 }
+
+/// `GET /healthz` of every node: the process is up and serving HTTP.
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// A Prometheus text exposition as an HTTP answer.
+pub fn metrics_response(text: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

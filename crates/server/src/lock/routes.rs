@@ -4,7 +4,9 @@
 use super::LockService;
 use super::forward::forward_to_leader;
 use super::state_machine::LockReply;
-use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found, reject_oversized_bodies};
+use crate::http::{
+    ApiError, BODY_LIMIT_BYTES, Json, healthz, metrics_response, not_found, reject_oversized_bodies,
+};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -503,10 +505,6 @@ async fn remove_member(
     Ok(cluster_status(State(service)).await)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
 /// Ready once the node knows a leader and has applied everything it knows committed.
 async fn readyz(State(service): State<Arc<LockService>>) -> Response {
     let status = service.raft.status();
@@ -525,12 +523,5 @@ async fn readyz(State(service): State<Arc<LockService>>) -> Response {
 }
 
 async fn metrics(State(service): State<Arc<LockService>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        service.metrics.render(),
-    )
-        .into_response()
+    metrics_response(service.metrics.render())
 }

@@ -1,11 +1,11 @@
 //! The queue HTTP API: thin handlers over [`QueueService`].
 
 use super::QueueNode;
-use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, not_found};
+use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, healthz, metrics_response, not_found};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use distsync_api::{
     AckRequest, AckResponse, DeadLettersResponse, ErrorBody, ErrorCode, NackRequest, NackResponse,
@@ -259,10 +259,6 @@ async fn ring(State(node): State<Arc<QueueNode>>) -> Json<RingView> {
     Json(node.service.ring_view())
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
 /// Ready when at least one shard answers (a node with some shards down still serves the other
 /// partitions); the body lists every shard's state.
 async fn readyz(State(node): State<Arc<QueueNode>>) -> impl IntoResponse {
@@ -286,12 +282,6 @@ async fn readyz(State(node): State<Arc<QueueNode>>) -> impl IntoResponse {
     (status, body)
 }
 
-async fn metrics(State(node): State<Arc<QueueNode>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        node.metrics.render(),
-    )
+async fn metrics(State(node): State<Arc<QueueNode>>) -> Response {
+    metrics_response(node.metrics.render())
 }
