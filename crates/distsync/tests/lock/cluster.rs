@@ -1,17 +1,13 @@
 //! Test harness: a lock cluster of real processes, with every peer link through a proxy the
 //! test can cut, and a fenced resource that refuses stale tokens.
 
+use crate::link::Link;
 use distsync_client::{Client, ClientConfig};
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 pub const ELECTION_TIMEOUT_MS: u64 = 300;
 
@@ -22,62 +18,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local address")
         .port()
-}
-
-/// A directed peer link `from → to` that can be cut: a cut link refuses new connections and
-/// drops established ones, like a partition.
-pub struct Link {
-    pub addr: String,
-    cut: watch::Sender<bool>,
-    /// Connections currently piping bytes; a cut is complete once this is zero.
-    active: Arc<AtomicUsize>,
-}
-
-impl Link {
-    async fn start(target: String) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address").to_string();
-        let (cut, cut_state) = watch::channel(false);
-        let active = Arc::new(AtomicUsize::new(0));
-        let live = Arc::clone(&active);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if *cut_state.borrow() {
-                    let _ = inbound.shutdown().await;
-                    continue;
-                }
-                let target = target.clone();
-                let mut cut_state = cut_state.clone();
-                let live = Arc::clone(&live);
-                live.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let pipe = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                        tokio::select! {
-                            _ = pipe => {}
-                            _ = cut_state.wait_for(|cut| *cut) => {}
-                        }
-                    }
-                    drop(inbound);
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Link { addr, cut, active }
-    }
-
-    /// Cuts or heals the link; a cut returns once no connection through it is left.
-    pub async fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-        if cut {
-            while self.active.load(Ordering::SeqCst) > 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-    }
 }
 
 pub struct Node {

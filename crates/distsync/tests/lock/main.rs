@@ -5,4 +5,6 @@ mod cluster;
 mod deadlock;
 mod faults;
 mod input;
+#[path = "../support/link.rs"]
+mod link;
 mod semantics;

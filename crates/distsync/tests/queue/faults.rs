@@ -1,7 +1,8 @@
 //! Fault scenarios: SIGKILL of a Redis shard, of a queue node, and of the embedded node.
 
 use crate::behaviour::{Ledger, consume_until_drained, message, produce, receive_request};
-use crate::common::{Backend, Cluster, NodeProc};
+use crate::common::{Backend, Cluster, NodeProc, QueueClient, RedisProc};
+use crate::link::{Link, LinkState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -320,4 +321,126 @@ fn node_refuses_a_bad_shard_list() {
         .expect("run distsync");
     assert!(!output.status.success());
     let _ = NodeProc::start; // the harness type is shared with the other tests
+}
+
+/// The partition of queue `queue` that ring placement puts on `shard`, and a key mapping to it.
+async fn key_on_shard(client: &QueueClient, ring_url: &str, queue: &str, shard: &str) -> String {
+    let ring: serde_json::Value = reqwest::get(ring_url)
+        .await
+        .expect("ring")
+        .json()
+        .await
+        .expect("ring json");
+    let partitions: Vec<u64> = ring["placement"]
+        .as_array()
+        .expect("placement")
+        .iter()
+        .filter(|p| p["shard"] == shard)
+        .filter_map(|p| p["partition"].as_u64())
+        .collect();
+    assert!(!partitions.is_empty(), "{shard} owns no partition");
+    for i in 0..1_000 {
+        let key = format!("probe{i}");
+        let Ok(ids) = client
+            .publish(
+                queue,
+                vec![distsync_api::PublishMessage {
+                    key: Some(key.clone()),
+                    body: "probe".into(),
+                    headers: None,
+                }],
+            )
+            .await
+        else {
+            continue;
+        };
+        let partition: u64 = ids[0]
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("message ids start with their partition");
+        if partitions.contains(&partition) {
+            return key;
+        }
+    }
+    panic!("no key of 1000 probes maps to {shard}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_node_blackholed_from_a_shard_acknowledges_nothing_it_cannot_make_durable() {
+    // Proves Q-12 (blackhole shortened to 3 s): the node's connections to shard r1 go through a
+    // proxy that, mid-run, holds them open and forwards nothing. Publishes to r1's partitions
+    // must fail with 503 shard_unavailable within the shard timeout (1 s) — never an ok for a
+    // write that did not happen — while r2's partitions keep serving; after the heal every
+    // acknowledged publish is delivered (lost = ∅).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r1 = RedisProc::start(&dir.path().join("r1"));
+    let r2 = RedisProc::start(&dir.path().join("r2"));
+    let link = Link::start(format!("127.0.0.1:{}", r1.port)).await;
+    let node = NodeProc::start(&format!("r1=redis://{},r2={}", link.addr, r2.url()), &[]);
+    let client = Arc::new(QueueClient::new(std::slice::from_ref(&node.addr)));
+    let ring_url = format!("http://{}/v1/ring", node.addr);
+    let key_on_r1 = key_on_shard(&client, &ring_url, "probe", "r1").await;
+    let key_on_r2 = key_on_shard(&client, &ring_url, "probe", "r2").await;
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            tokio::spawn(produce(
+                client.clone(),
+                "blackholed".into(),
+                format!("p{p}"),
+                2_000,
+                10,
+                ledger.clone(),
+            ))
+        })
+        .collect();
+    wait_acknowledged(&ledger, 500).await;
+    link.set(LinkState::Blackhole).await;
+    let blackholed_at = Instant::now();
+
+    let keyed = |key: &str| {
+        vec![distsync_api::PublishMessage {
+            key: Some(key.to_owned()),
+            body: "during-blackhole".into(),
+            headers: None,
+        }]
+    };
+    let started = Instant::now();
+    match client.publish("probe", keyed(&key_on_r1)).await {
+        Err(crate::common::ClientError::Api { status, body }) => {
+            assert_eq!(status, 503, "{body:?}");
+            assert_eq!(body.code, distsync_api::ErrorCode::ShardUnavailable);
+        }
+        other => panic!("a publish to the blackholed shard must fail with 503, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refusal took {:?}; the shard timeout is 1 s",
+        started.elapsed()
+    );
+    client
+        .publish("probe", keyed(&key_on_r2))
+        .await
+        .expect("r2 keeps serving while r1 is unreachable");
+
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(blackholed_at.elapsed())).await;
+    link.set(LinkState::Open).await;
+    for producer in producers {
+        producer.await.expect("producer task");
+    }
+    consume_until_drained(
+        client.clone(),
+        "blackholed".into(),
+        "c".into(),
+        ledger.clone(),
+        Arc::new(AtomicBool::new(true)),
+        Duration::from_secs(60),
+    )
+    .await;
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .check("queue node blackholed from r1");
 }

@@ -8,4 +8,6 @@
 mod behaviour;
 mod common;
 mod faults;
+#[path = "../support/link.rs"]
+mod link;
 mod ring;
