@@ -27,6 +27,8 @@ pub struct RaftMetrics {
     pub applied: Counter,
     /// Snapshots taken.
     pub snapshots: Counter,
+    /// Snapshots from a peer refused because they do not restore.
+    pub snapshots_rejected: Counter,
     /// Time to persist and fsync one `Ready`.
     pub persist_seconds: Histogram,
     role: Gauge,
@@ -48,6 +50,7 @@ impl RaftMetrics {
             proposals_rejected: Counter::default(),
             applied: Counter::default(),
             snapshots: Counter::default(),
+            snapshots_rejected: Counter::default(),
             persist_seconds: Histogram::new(latency_buckets()),
             role: Gauge::default(),
             term: Gauge::default(),
@@ -73,6 +76,11 @@ impl RaftMetrics {
             metrics.applied.clone(),
         );
         raft.register("snapshots", "Snapshots taken", metrics.snapshots.clone());
+        raft.register(
+            "snapshots_rejected",
+            "Snapshots from a peer refused because they do not restore",
+            metrics.snapshots_rejected.clone(),
+        );
         raft.register(
             "persist_seconds",
             "Time to write and fsync one batch of log entries and hard state",

@@ -236,6 +236,11 @@ impl StateMachine for LockStateMachine {
         self.table.snapshot()
     }
 
+    fn validate_snapshot(&self, snapshot: &[u8]) -> anyhow::Result<()> {
+        LockTable::restore(snapshot)?;
+        Ok(())
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> anyhow::Result<()> {
         self.table = LockTable::restore(snapshot)?;
         let now = Instant::now();

@@ -491,6 +491,17 @@ impl<SM: StateMachine> Driver<SM> {
             tracing::warn!(claimed = %inbound.message.from, connection = inbound.from, "message with a spoofed sender dropped");
             return;
         }
+        if let distsync_raft::MessageBody::InstallSnapshot { snapshot } = &inbound.message.body
+            && let Err(error) = SnapshotData::decode(&snapshot.data)
+                .map_err(anyhow::Error::from)
+                .and_then(|data| self.state_machine.validate_snapshot(&data.service))
+        {
+            // Refused before the core sees it, so it is never persisted; the leader retries,
+            // and a leader that keeps sending a bad snapshot shows up in this warning.
+            tracing::warn!(from = inbound.from, %error, "snapshot that does not restore dropped");
+            self.metrics.snapshots_rejected.inc();
+            return;
+        }
         self.node.step(inbound.message);
     }
 

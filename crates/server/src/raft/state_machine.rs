@@ -27,6 +27,14 @@ pub trait StateMachine: Send + 'static {
     /// The whole state, for a Raft snapshot.
     fn snapshot(&self) -> Vec<u8>;
 
+    /// Checks that `snapshot` would restore, without touching the state. A snapshot from a peer
+    /// is checked before the node persists it: once persisted, a snapshot that does not restore
+    /// would stop the node at every start.
+    ///
+    /// # Errors
+    /// When the bytes are not a snapshot of this state machine.
+    fn validate_snapshot(&self, snapshot: &[u8]) -> anyhow::Result<()>;
+
     /// Replaces the state with a snapshot's.
     ///
     /// # Errors
