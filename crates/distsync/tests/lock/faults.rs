@@ -351,5 +351,38 @@ async fn a_node_added_at_run_time_catches_up_by_snapshot_and_votes() {
     }
     let node4 = cluster.status(4).await.unwrap();
     assert!(node4.applied_index >= status.commit_index.min(node4.commit_index));
+
+    // And out again: DELETE /v1/cluster/members/4 shrinks the configuration back to three
+    // voters, after which the cluster grants with node 4 gone.
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let response = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/v1/cluster/members/4",
+            cluster.nodes[&leader].http
+        ))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("leader answers");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let status: distsync_api::ClusterStatus = cluster.status(leader).await.unwrap();
+    assert!(
+        status.members.iter().all(|member| member.id != 4),
+        "node 4 is still a member: {status:?}"
+    );
     cluster.kill(4);
+    client
+        .acquire(
+            session.id(),
+            "after-removal",
+            LockMode::Exclusive,
+            Duration::ZERO,
+        )
+        .await
+        .expect("three voters grant without node 4");
 }

@@ -586,6 +586,16 @@ impl<SM: StateMachine> Driver<SM> {
     fn process_ready(&mut self) -> anyhow::Result<()> {
         while self.node.has_ready() {
             let ready = self.node.ready();
+            // A configuration takes effect when appended, so the core already addresses a new
+            // member in this batch: dial it before anything is sent.
+            if ready
+                .entries
+                .iter()
+                .chain(&ready.committed_entries)
+                .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)))
+            {
+                self.sync_peers();
+            }
             // A leader's appends do not depend on its own log being durable: it counts itself
             // towards a commit only once `advance` confirms the fsync (Raft thesis §10.2.1), so
             // they go out before the fsync and the followers' writes overlap the leader's. Every
@@ -639,20 +649,9 @@ impl<SM: StateMachine> Driver<SM> {
                     run(Err(DriverError::Dropped));
                 }
             }
-            let membership_changed = ready
-                .committed_entries
-                .iter()
-                .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)))
-                || ready
-                    .entries
-                    .iter()
-                    .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
             self.node.advance(ready);
             self.serve_applied_reads();
             self.maybe_snapshot()?;
-            if membership_changed {
-                self.sync_peers();
-            }
         }
         let is_leader = self.node.status().role == Role::Leader;
         if is_leader != self.was_leader {
@@ -787,20 +786,25 @@ impl<SM: StateMachine> Driver<SM> {
     }
 
     /// Dials every known node but this one, at its latest address.
+    /// Dials the members of the current configuration and drops connections to everyone else
+    /// (a removed node is no longer dialed). A node outside the configuration (joining, not yet
+    /// caught up) dials every known address: it must be able to answer whoever replicates to it.
     fn sync_peers(&mut self) {
         let members = self.node.status().membership;
+        let joining = !members.contains(NodeId(self.id));
         let addresses = effective_addresses(&self.addresses, &self.dial_overrides);
+        let dialed = |id: u64| id != self.id && (joining || members.contains(NodeId(id)));
         for (&id, address) in &addresses {
-            if id != self.id {
+            if dialed(id) {
                 self.transport.add_peer_if_changed(id, address.raft.clone());
             }
         }
-        let removed: Vec<u64> = self
+        let dropped: Vec<u64> = self
             .transport
             .peer_ids()
-            .filter(|id| !addresses.contains_key(id) && !members.contains(NodeId(*id)))
+            .filter(|&id| !dialed(id) || !addresses.contains_key(&id))
             .collect();
-        for id in removed {
+        for id in dropped {
             self.transport.remove_peer(id);
         }
     }
