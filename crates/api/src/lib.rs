@@ -24,3 +24,7 @@ pub use queue::{
 /// Header carrying a client-chosen key that makes a write safe to retry: a retried request with
 /// the same key is applied once and answered with the first outcome.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Set by a lock node on an answer it relayed from the leader: the leader's HTTP address, so a
+/// client can send its next request there directly and save the extra hop.
+pub const LEADER_HEADER: &str = "x-distsync-leader";

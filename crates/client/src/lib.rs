@@ -11,7 +11,8 @@
 
 use distsync_api::{
     AcquireRequest, AcquireResponse, ClusterStatus, CreateSessionRequest, ErrorBody, ErrorCode,
-    IDEMPOTENCY_KEY_HEADER, LockMode, LockState, ReleaseRequest, ReleaseResponse, SessionResponse,
+    IDEMPOTENCY_KEY_HEADER, LEADER_HEADER, LockMode, LockState, ReleaseRequest, ReleaseResponse,
+    SessionResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -152,13 +153,22 @@ impl Client {
             match request.send().await {
                 Ok(response) => {
                     let status = response.status();
+                    let leader = response
+                        .headers()
+                        .get(LEADER_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|leader| endpoints.iter().position(|e| e == leader));
                     let bytes = response
                         .bytes()
                         .await
                         .map_err(|error| ClientError::Protocol(error.to_string()));
                     match bytes {
                         Ok(bytes) if status.is_success() => {
-                            self.inner.preferred.store(index, Ordering::Relaxed);
+                            // A follower relayed this to the leader and named it: go there
+                            // directly next time.
+                            self.inner
+                                .preferred
+                                .store(leader.unwrap_or(index), Ordering::Relaxed);
                             let text = if bytes.is_empty() {
                                 &b"null"[..]
                             } else {

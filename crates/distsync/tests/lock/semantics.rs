@@ -219,3 +219,33 @@ async fn repeated_acquire_returns_the_same_grant() {
     let state = client.lock_state("again").await.unwrap();
     assert_eq!(state.holders.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_relays_to_the_leader_and_names_it() {
+    // Proves "any node accepts any request": a session created through a follower is created
+    // (relayed to the leader), and the answer names the leader in `x-distsync-leader` so that
+    // clients send the next request there directly.
+    let cluster = LockCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let follower = *cluster
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("a follower");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/sessions",
+            cluster.nodes[&follower].http
+        ))
+        .json(&serde_json::json!({"ttl_ms": 5000}))
+        .send()
+        .await
+        .expect("the follower answers");
+    assert_eq!(response.status().as_u16(), 201);
+    let named = response
+        .headers()
+        .get(distsync_api::LEADER_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(named.as_deref(), Some(cluster.nodes[&leader].http.as_str()));
+}

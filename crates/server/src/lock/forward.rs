@@ -118,6 +118,9 @@ async fn relay(
             }
         }
     }
+    if let Ok(leader) = HeaderValue::from_str(leader_http) {
+        response = response.header(distsync_api::LEADER_HEADER, leader);
+    }
     let bytes = answer.bytes().await.map_err(|error| {
         ApiError::new(
             ErrorCode::NoLeader,
