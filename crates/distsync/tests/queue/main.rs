@@ -11,3 +11,4 @@ mod faults;
 #[path = "../support/link.rs"]
 mod link;
 mod ring;
+mod trim;

@@ -20,6 +20,10 @@ pub struct QueueMetrics {
     pub redelivered: Counter,
     /// Messages moved to a dead-letter stream.
     pub dead_lettered: Counter,
+    /// Trim passes completed (each over every queue this node has served).
+    pub trim_runs: Counter,
+    /// Entries removed by trimming (acknowledged by every group).
+    pub trimmed: Counter,
     /// Publish request latency, seconds.
     pub publish_latency: Histogram,
     /// From publish to first delivery, seconds.
@@ -44,6 +48,8 @@ impl QueueMetrics {
             acked: Counter::default(),
             redelivered: Counter::default(),
             dead_lettered: Counter::default(),
+            trim_runs: Counter::default(),
+            trimmed: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             end_to_end_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 22)),
             shard_errors: Family::default(),
@@ -65,6 +71,16 @@ impl QueueMetrics {
             "dead_lettered",
             "Messages dead-lettered",
             metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "trim_runs",
+            "Trim passes completed",
+            metrics.trim_runs.clone(),
+        );
+        registry.register(
+            "trimmed_entries",
+            "Entries removed by trimming because every group acknowledged them",
+            metrics.trimmed.clone(),
         );
         registry.register(
             "publish_latency_seconds",

@@ -56,13 +56,15 @@ pub async fn serve(
     tracing::info!(%addr, ?shards, partitions = node.service.config().partitions, "queue node serving");
     let trim_interval = node.service.config().trim_interval;
     let trimmer = (!trim_interval.is_zero()).then(|| {
-        let service = node.service.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(trim_interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let removed = service.trim_known().await;
+                let removed = node.service.trim_known().await;
+                node.metrics.trimmed.inc_by(removed);
+                node.metrics.trim_runs.inc();
                 if removed > 0 {
                     tracing::debug!(removed, "trimmed acknowledged entries");
                 }
