@@ -153,5 +153,11 @@ async fn trimming_never_removes_what_a_group_still_needs() {
         );
         await_trim_passes(&cluster, 1).await;
     }
-    assert!(metric(&cluster, "distsync_queue_trimmed_entries_total").await >= 2_000);
+    // The pass that emptied the streams is counted when it ends.
+    await_trim_passes(&cluster, 1).await;
+    let trimmed = metric(&cluster, "distsync_queue_trimmed_entries_total").await;
+    assert!(
+        trimmed >= 2_000,
+        "only {trimmed} entries counted as trimmed"
+    );
 }
