@@ -95,6 +95,10 @@ container() { echo "${CID[$1]:?no container for $1}"; }
 
 finish() {
     local status=$?
+    # Background clients of the failover test, if a check failed while they ran.
+    touch "$workdir/stop-contenders" 2>/dev/null || true
+    local job
+    for job in $(jobs -p); do kill "$job" 2>/dev/null || true; done
     if ((status != 0)); then
         [[ $failed -gt 0 ]] || failed=$((failed + 1))
         log "logs of the stack (last 40 lines per service):"
@@ -140,6 +144,8 @@ leader_seen_by() {
     http GET "$(lock_url "$1")/v1/cluster"
     [[ $status == 200 ]] && jq -r '.leader_id // empty' <<<"$body" || true
 }
+
+knows_leader() { [[ -n $(leader_seen_by "$1") ]]; }
 
 healthy() { [[ "$(docker inspect -f '{{.State.Health.Status}}' "$(container "$1")" 2>/dev/null)" == healthy ]]; }
 all_healthy() {
@@ -223,7 +229,7 @@ until_true 90 "every service healthy" all_healthy "${SERVICES[@]}"
 pass "stack healthy: ${#SERVICES[@]} containers in $((SECONDS - up_started)) s"
 
 for node in 1 2 3; do
-    until_true 10 "lock$node knows a leader" test -n "$(leader_seen_by "$node")"
+    until_true 10 "lock$node knows a leader" knows_leader "$node"
 done
 session=$(new_session 1 10000)
 http POST "$(lock_url 2)/v1/locks/smoke/acquire" "{\"session_id\":$session,\"mode\":\"exclusive\"}"
@@ -256,8 +262,44 @@ holder=$(new_session "${followers[0]}" 20000)
 http POST "$(lock_url "${followers[0]}")/v1/locks/fenced/acquire" "{\"session_id\":$holder,\"mode\":\"exclusive\"}"
 [[ $status == 200 ]] || fail "acquire before failover: HTTP $status $body"
 token_before=$(jq -r .fencing_token <<<"$body")
-log "lock$leader leads; session $holder holds 'fenced' with token $token_before; docker kill lock$leader"
+# Contending clients on the followers, across the kill: each takes 'contended', notes the time
+# it got the answer and the time it sent its first release request, then releases. That interval
+# lies inside the server's hold, so two overlapping intervals are a double grant.
+contender() {
+    local node=$1 out=$2 session answer token granted released code i tries
+    local url
+    url="$(lock_url "$node")"
+    session=$(curl -s --max-time 5 -X POST -H 'content-type: application/json' \
+        --data '{"ttl_ms":60000}' "$url/v1/sessions" | jq -r '.session_id // empty')
+    [[ -n $session ]] || return 0
+    for ((i = 0; i < 300; i++)); do
+        [[ -e $workdir/stop-contenders ]] && return 0
+        answer=$(curl -s --max-time 5 -X POST -H 'content-type: application/json' \
+            --data "{\"session_id\":$session,\"mode\":\"exclusive\",\"wait_ms\":1000}" \
+            "$url/v1/locks/contended/acquire") || continue
+        token=$(jq -r '.fencing_token // empty' <<<"$answer" 2>/dev/null) || continue
+        [[ -n $token ]] || continue
+        granted=$(date +%s%6N)
+        released=$(date +%s%6N)
+        for ((tries = 0; tries < 50; tries++)); do
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST -H 'content-type: application/json' \
+                --data "{\"session_id\":$session,\"fencing_token\":$token}" "$url/v1/locks/contended/release") || code=000
+            [[ $code == 200 || $code == 409 ]] && break
+            sleep 0.1
+        done
+        echo "$granted $released $token $session" >>"$out"
+    done
+}
+for worker in 0 1 2; do
+    contender "${followers[$((worker % 2))]}" "$workdir/grants" &
+done
+grants_recorded() { [[ -e $workdir/grants ]] && wc -l <"$workdir/grants" || echo 0; }
+at_least() { (($("$2") >= $1)); }
+# Let the contenders get going before the kill.
+until_true 20 "contenders making progress" at_least 5 grants_recorded
+log "lock$leader leads; session $holder holds 'fenced' with token $token_before; 3 clients contend for 'contended'; docker kill lock$leader"
 killed_at=$SECONDS
+killed_ns=$(date +%s%6N)
 docker kill "$(container "lock$leader")" >/dev/null
 new_leader_elected() {
     local seen
@@ -284,6 +326,17 @@ token_after=$(jq -r '.fencing_token // 0' <<<"$body")
 [[ $status == 200 && $token_after -gt $token_before ]] \
     || fail "the next grant must carry a larger token than $token_before: HTTP $status $body"
 pass "no double grant: holder kept token $token_before, rival refused (408), then granted token $token_after"
+grants_after_kill() { awk -v t="$killed_ns" '$1 > t' "$workdir/grants" | wc -l; }
+until_true 30 "5 contended grants after the kill" at_least 5 grants_after_kill
+touch "$workdir/stop-contenders"
+wait
+# Sorted by grant time: each grant must start after every earlier hold ended, with a larger token.
+overlap=$(sort -n "$workdir/grants" | awk '
+    NR > 1 && $1 < latest_end { print "grant at " $1 " (token " $3 ", session " $4 ") overlaps a hold until " latest_end " (token " latest_token ")"; exit }
+    NR > 1 && $3 <= last_token { print "token " $3 " after token " last_token; exit }
+    { if ($2 > latest_end) { latest_end = $2; latest_token = $3 } last_token = $3 }')
+[[ -z $overlap ]] || fail "double grant among the contending clients: $overlap"
+pass "contended lock: $(wc -l <"$workdir/grants") grants ($(grants_after_kill) after the kill), no overlapping holds, tokens increasing"
 docker start "$(container "lock$leader")" >/dev/null
 until_true 30 "lock$leader healthy again after restart" healthy "lock$leader"
 pass "lock$leader restarted from its volume and rejoined"
