@@ -38,4 +38,6 @@ pub enum Command {
     Queue(crate::queue::cmd::QueueCmd),
     /// Run a deterministic simulation sweep (no sockets, no clock, one seed per run).
     Sim(crate::sim::SimArgs),
+    /// GET a URL; exit 0 on a 2xx answer (the container health check).
+    Probe(crate::probe::ProbeArgs),
 }

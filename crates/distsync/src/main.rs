@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod lock_cmd;
+mod probe;
 mod queue;
 mod serve;
 mod sim;
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(args) => lock_cmd::run_cluster(args),
         Command::Bench(args) => bench::run(args),
         Command::Queue(cmd) => queue::cmd::run(cmd),
+        Command::Probe(args) => probe::run(args),
     }
 }
 
