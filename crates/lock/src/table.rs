@@ -428,14 +428,14 @@ impl LockTable {
         let Some(hold) = self.locks.get(&name).and_then(|s| s.hold(session)) else {
             return Err(LockError::NotHeld { session, name });
         };
-        if let Some(presented) = token {
-            if presented != hold.token {
-                return Err(LockError::StaleFencingToken {
-                    name,
-                    presented,
-                    current: hold.token,
-                });
-            }
+        if let Some(presented) = token
+            && presented != hold.token
+        {
+            return Err(LockError::StaleFencingToken {
+                name,
+                presented,
+                current: hold.token,
+            });
         }
         self.unlink(&name);
         let state = self.state_mut(&name);

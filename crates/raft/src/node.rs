@@ -613,10 +613,10 @@ impl RaftNode {
                     .entry(id)
                     .or_insert_with(|| Progress::new(next));
             }
-            if let Some(transfer) = self.transfer {
-                if !self.membership.is_voter(transfer.target) {
-                    self.transfer = None;
-                }
+            if let Some(transfer) = self.transfer
+                && !self.membership.is_voter(transfer.target)
+            {
+                self.transfer = None;
             }
         }
     }

@@ -48,6 +48,25 @@ pub enum WalError {
         /// Encoded size of the record.
         bytes: usize,
     },
+    /// The data directory belongs to another node: running on it would reuse that node's votes.
+    #[error(
+        "{} says this data directory belongs to node {recorded}, not node {proposed}; give each node its own directory",
+        path.display()
+    )]
+    IdentityMismatch {
+        /// The identity file.
+        path: PathBuf,
+        /// The node id recorded there.
+        recorded: u64,
+        /// The node id this process was started with.
+        proposed: u64,
+    },
+    /// Another process holds the data directory open.
+    #[error("{} is locked by another process (is this node already running?)", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An earlier write or fsync failed, so what the files hold is no longer known (after a
     /// failed fsync the kernel may have dropped the dirty pages). Reopen the storage to recover.
     #[error("the WAL is unusable after an earlier write or fsync failure; reopen it")]

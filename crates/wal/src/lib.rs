@@ -101,6 +101,7 @@
 
 mod error;
 mod fs;
+mod identity;
 mod options;
 mod record;
 mod recovery;
@@ -109,5 +110,6 @@ mod snapshot;
 mod storage;
 
 pub use error::WalError;
+pub use identity::{NodeIdentity, check_or_record_identity};
 pub use options::WalOptions;
 pub use storage::RaftStorage;

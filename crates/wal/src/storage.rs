@@ -37,6 +37,9 @@ pub struct RaftStorage {
     terms: Vec<Term>,
     buf: Vec<u8>,
     last_sync_duration: Option<Duration>,
+    /// Held (locked) for as long as the storage is open, so a second process cannot write the
+    /// same log; the lock goes with the process, so a crash never leaves it behind.
+    _dir_lock: File,
     /// Set after a failed write or fsync: what the kernel kept is unknown from then on, so no
     /// further write may build on it (retrying an fsync can report success for lost pages).
     poisoned: bool,
@@ -78,6 +81,7 @@ impl RaftStorage {
         {
             sync_dir(parent)?;
         }
+        let dir_lock = lock_dir(&dir)?;
         let tmp = snapshot_tmp_path(&dir);
         match std::fs::remove_file(&tmp) {
             Ok(()) => {
@@ -162,6 +166,7 @@ impl RaftStorage {
             terms: recovered.entries.iter().map(|e| e.term).collect(),
             buf: Vec::new(),
             last_sync_duration: None,
+            _dir_lock: dir_lock,
             poisoned: false,
         };
         if recovered.needs_install_record {
@@ -557,4 +562,20 @@ fn create_segment(
     file.sync_data().at(&path)?;
     sync_dir(wal_dir)?;
     Ok((file, buf.len() as u64))
+}
+
+/// Takes the exclusive lock on `dir/LOCK`.
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(WalError::Io { path, source }),
+    }
 }

@@ -108,6 +108,11 @@ impl LockCluster {
 
     pub fn spawn(&mut self, id: u64) {
         let spec = self.spec_for(id);
+        self.spawn_with_cluster(id, &spec);
+    }
+
+    /// Starts node `id` with `--cluster spec` (e.g. a wrong one, as an operator might).
+    pub fn spawn_with_cluster(&mut self, id: u64, spec: &str) {
         let join = id > self.bootstrap;
         let node = self.nodes.get_mut(&id).expect("node exists");
         let log = std::fs::File::create(node.data_dir.with_extension("log"))
@@ -124,7 +129,7 @@ impl LockCluster {
                 "--id",
                 &id.to_string(),
                 "--cluster",
-                &spec,
+                spec,
                 "--data-dir",
                 node.data_dir.to_str().expect("utf-8 path"),
                 "--election-timeout-ms",
@@ -140,6 +145,10 @@ impl LockCluster {
             .spawn()
             .expect("spawn distsync serve lock");
         node.process = Some(child);
+    }
+
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        &self.nodes[&id].data_dir
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -231,10 +240,10 @@ impl LockCluster {
                 if self.nodes[&id].process.is_none() {
                     continue;
                 }
-                if let Some(status) = self.status(id).await {
-                    if status.role == "leader" {
-                        return id;
-                    }
+                if let Some(status) = self.status(id).await
+                    && status.role == "leader"
+                {
+                    return id;
                 }
             }
             assert!(Instant::now() < deadline, "no leader within {limit:?}");

@@ -386,3 +386,49 @@ async fn a_node_added_at_run_time_catches_up_by_snapshot_and_votes() {
         .await
         .expect("three voters grant without node 4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_with_a_wrong_cluster_keeps_the_recorded_voters_and_another_nodes_dir_is_refused()
+{
+    // Proves the data directory, not the command line, decides a node's configuration: node 1
+    // restarted with a --cluster naming only itself still counts three voters (it cannot elect
+    // itself alone beside the real cluster: no split brain), and a process started as node 2
+    // on node 1's directory exits with an error naming the owner instead of reusing its votes.
+    let mut cluster = LockCluster::start(3).await;
+    let own = cluster.nodes[&1].clone_addresses();
+    cluster.kill(1);
+    cluster.spawn_with_cluster(1, &format!("1={}/{}", own.0, own.1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = cluster.status(1).await {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node 1 did not come back");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|member| member.voter)
+        .map(|member| member.id)
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3], "{status:?}");
+    cluster.kill(1);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_distsync"))
+        .args(["serve", "lock", "--id", "2", "--cluster"])
+        .arg(format!("2={}/{}", own.0, own.1))
+        .arg("--data-dir")
+        .arg(cluster.data_dir(1))
+        .output()
+        .expect("run distsync");
+    assert!(
+        !output.status.success(),
+        "node 2 started on node 1's data dir"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("belongs to node 1"),
+        "the error does not name the owner: {stderr}"
+    );
+}

@@ -112,10 +112,9 @@ async fn relay(
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_str().as_bytes()),
             HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            if is_end_to_end(&name) {
-                response = response.header(name, value);
-            }
+        ) && is_end_to_end(&name)
+        {
+            response = response.header(name, value);
         }
     }
     if let Ok(leader) = HeaderValue::from_str(leader_http) {

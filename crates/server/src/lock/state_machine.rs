@@ -207,16 +207,17 @@ impl StateMachine for LockStateMachine {
             _ => {}
         }
         self.on_events(&outcome.events);
-        if cancels && matches!(outcome.response, Ok(Response::WaitCancelled)) {
-            if let Some(key) = &wait_key {
-                self.waiters.notify(
-                    key,
-                    &Err(LockError::NotHeld {
-                        session: key.0,
-                        name: key.1.clone(),
-                    }),
-                );
-            }
+        if cancels
+            && matches!(outcome.response, Ok(Response::WaitCancelled))
+            && let Some(key) = &wait_key
+        {
+            self.waiters.notify(
+                key,
+                &Err(LockError::NotHeld {
+                    session: key.0,
+                    name: key.1.clone(),
+                }),
+            );
         }
         if let Some(responder) = responder {
             let wait = match (&outcome.response, wait_key) {

@@ -9,7 +9,7 @@ use distsync_raft::{
     Entry, EntryPayload, LogIndex, Membership, MembershipChange, Message, NodeId, RaftConfig,
     RaftNode, ReadId, Role, Term,
 };
-use distsync_wal::{RaftStorage, WalOptions};
+use distsync_wal::{NodeIdentity, RaftStorage, WalOptions, check_or_record_identity};
 use distsync_wire::{Inbound, PeerTransport, serve_inbound};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -329,11 +329,28 @@ pub fn spawn_driver<SM: StateMachine>(
         state_machine.restore(&data.service)?;
         addresses.extend(data.addresses);
     }
-    let membership = if config.join {
-        Membership::default()
-    } else {
-        Membership::with_voters(config.cluster.members.keys().map(|&id| NodeId(id)))
+    let proposed = NodeIdentity {
+        node_id: config.id,
+        bootstrap_voters: if config.join {
+            Vec::new()
+        } else {
+            config.cluster.members.keys().copied().collect()
+        },
     };
+    let identity = check_or_record_identity(&config.data_dir, &proposed)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    if identity.bootstrap_voters != proposed.bootstrap_voters {
+        // The configuration comes from this node's history; --cluster only supplies addresses
+        // (and the first configuration of a new node). Membership changes go through
+        // POST/DELETE /v1/cluster/members.
+        tracing::warn!(
+            recorded = ?identity.bootstrap_voters,
+            given = ?proposed.bootstrap_voters,
+            "--cluster names other voters than this data directory was bootstrapped with; keeping the recorded ones"
+        );
+    }
+    let membership =
+        Membership::with_voters(identity.bootstrap_voters.iter().map(|&id| NodeId(id)));
     let seed = config.id
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

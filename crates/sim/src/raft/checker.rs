@@ -196,19 +196,18 @@ impl Checker {
                 Some((term, commit)) if term == status.term => status.commit > commit,
                 _ => false,
             };
-            if advanced {
-                if let Some(term) = term_at(status.commit) {
-                    if term != status.term {
-                        return violation(
-                            "I4 leader commit rule (§5.4.2)",
-                            format!(
-                                "leader {} of term {} advanced its commit index to {} whose entry \
+            if advanced
+                && let Some(term) = term_at(status.commit)
+                && term != status.term
+            {
+                return violation(
+                    "I4 leader commit rule (§5.4.2)",
+                    format!(
+                        "leader {} of term {} advanced its commit index to {} whose entry \
                                  has term {term}",
-                                status.id, status.term, status.commit
-                            ),
-                        );
-                    }
-                }
+                        status.id, status.term, status.commit
+                    ),
+                );
             }
             self.leader_commit
                 .insert(status.id, (status.term, status.commit));
@@ -310,17 +309,17 @@ impl Checker {
         prev_term: Term,
         leader_of: Option<(Term, LogIndex)>,
     ) -> Result<(), Violation> {
-        if let (Some((term, persisted_last)), Some(first)) = (leader_of, entries.first()) {
-            if first.index <= persisted_last {
-                return violation(
-                    "I2 leader append-only",
-                    format!(
-                        "leader {node} of term {term} rewrote its log from index {} (persisted up \
+        if let (Some((term, persisted_last)), Some(first)) = (leader_of, entries.first())
+            && first.index <= persisted_last
+        {
+            return violation(
+                "I2 leader append-only",
+                format!(
+                    "leader {node} of term {term} rewrote its log from index {} (persisted up \
                          to {persisted_last})",
-                        first.index
-                    ),
-                );
-            }
+                    first.index
+                ),
+            );
         }
         let mut prev = prev_term;
         for entry in entries {
@@ -578,16 +577,15 @@ impl Checker {
             match_index,
             ..
         } = message.body
+            && match_index > durable_last_index
         {
-            if match_index > durable_last_index {
-                return violation(
-                    "I6 durability (persist before send)",
-                    format!(
-                        "node {} acknowledged entries up to {match_index} with only {} durable",
-                        message.from, durable_last_index
-                    ),
-                );
-            }
+            return violation(
+                "I6 durability (persist before send)",
+                format!(
+                    "node {} acknowledged entries up to {match_index} with only {} durable",
+                    message.from, durable_last_index
+                ),
+            );
         }
         Ok(())
     }

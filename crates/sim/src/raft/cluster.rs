@@ -651,11 +651,9 @@ impl Cluster {
                 let is_leader = self
                     .status(id)
                     .is_some_and(|s| s.role == Role::Leader && !self.nodes[&id].paused);
-                if is_leader {
-                    if let Ok(p) = self.propose_value(id, value, size_bytes) {
-                        landed = Some(p.index);
-                        break;
-                    }
+                if is_leader && let Ok(p) = self.propose_value(id, value, size_bytes) {
+                    landed = Some(p.index);
+                    break;
                 }
             }
             if let Some(index) = landed {
@@ -791,11 +789,11 @@ impl Cluster {
 
     /// Pauses `id` (SIGSTOP): it processes nothing; messages to it queue up.
     pub fn pause(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            if node.is_up() {
-                node.paused = true;
-                self.fault_note(format!("pause {id}"));
-            }
+        if let Some(node) = self.nodes.get_mut(&id)
+            && node.is_up()
+        {
+            node.paused = true;
+            self.fault_note(format!("pause {id}"));
         }
     }
 
@@ -976,18 +974,18 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("still here");
         let raft = node.raft.as_mut().expect("still up");
         raft.advance(ready);
-        if let Some(every) = self.opts.snapshot_every_entries {
-            if node.state.applied.0 >= node.last_snapshot_index.0 + every {
-                let index = node.state.applied;
-                raft.compact(index, node.state.encode());
-                if let Some(snapshot) = raft.snapshot() {
-                    if snapshot.meta.last_index == index {
-                        node.disk.write_snapshot(snapshot.clone());
-                        node.disk.fsync();
-                        node.last_snapshot_index = index;
-                        self.record(&Event::Compact { node: id, index });
-                    }
-                }
+        if let Some(every) = self.opts.snapshot_every_entries
+            && node.state.applied.0 >= node.last_snapshot_index.0 + every
+        {
+            let index = node.state.applied;
+            raft.compact(index, node.state.encode());
+            if let Some(snapshot) = raft.snapshot()
+                && snapshot.meta.last_index == index
+            {
+                node.disk.write_snapshot(snapshot.clone());
+                node.disk.fsync();
+                node.last_snapshot_index = index;
+                self.record(&Event::Compact { node: id, index });
             }
         }
         Ok(())
@@ -1013,13 +1011,13 @@ impl Cluster {
             }
             let value = node.state.apply(entry);
             let state_hash = node.state.hash;
-            if let Some(v) = value {
-                if !self.proposed.contains(&v) {
-                    return Err(Violation {
-                        invariant: "I5 state machine safety",
-                        detail: format!("node {id} applied value {v} that nobody proposed"),
-                    });
-                }
+            if let Some(v) = value
+                && !self.proposed.contains(&v)
+            {
+                return Err(Violation {
+                    invariant: "I5 state machine safety",
+                    detail: format!("node {id} applied value {v} that nobody proposed"),
+                });
             }
             let first_time = !self.checker.committed().contains_key(&entry.index);
             let durable_on: BTreeSet<NodeId> = if first_time {
@@ -1163,10 +1161,10 @@ impl Cluster {
     /// Arms a crash of `id` halfway through its next non-empty `Ready` (after the writes, before
     /// the fsync), so that exactly the unsynced writes are at risk.
     pub fn crash_during_next_ready(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            if node.is_up() {
-                node.crash_mid_ready = true;
-            }
+        if let Some(node) = self.nodes.get_mut(&id)
+            && node.is_up()
+        {
+            node.crash_mid_ready = true;
         }
     }
 

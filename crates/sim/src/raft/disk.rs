@@ -118,14 +118,14 @@ impl SimDisk {
                             last.index
                         );
                     }
-                } else if let Some(s) = &d.snapshot {
-                    if first > s.meta.last_index.next() {
-                        panic!(
-                            "shell invariant: entries write at {first} leaves a gap after snapshot \
+                } else if let Some(s) = &d.snapshot
+                    && first > s.meta.last_index.next()
+                {
+                    panic!(
+                        "shell invariant: entries write at {first} leaves a gap after snapshot \
                              {}",
-                            s.meta.last_index
-                        );
-                    }
+                        s.meta.last_index
+                    );
                 }
                 let snap_last = d
                     .snapshot
@@ -164,10 +164,10 @@ impl SimDisk {
     /// Whether the durable state holds the entry `(index, term)`, counting a snapshot that covers
     /// `index` (a snapshot only ever covers applied, hence committed, entries).
     pub fn durably_holds(&self, index: LogIndex, term: Term) -> bool {
-        if let Some(s) = &self.durable.snapshot {
-            if index <= s.meta.last_index {
-                return true;
-            }
+        if let Some(s) = &self.durable.snapshot
+            && index <= s.meta.last_index
+        {
+            return true;
         }
         self.durable_term_at(index) == Some(term)
     }

@@ -221,10 +221,10 @@ pub fn run_seed(seed: u64, opts: &SweepOptions) -> SeedReport {
                 }
             }
         }
-        if rng.random_range(0..swarm.propose_every_ticks) == 0 {
-            if let Some(leader) = c.leader() {
-                let _ = c.propose(leader);
-            }
+        if rng.random_range(0..swarm.propose_every_ticks) == 0
+            && let Some(leader) = c.leader()
+        {
+            let _ = c.propose(leader);
         }
         if rng.random_range(0..swarm.nemesis_every_ticks) == 0 {
             nemesis(&mut c, &mut rng, &swarm, tick, &mut pending, spare);
@@ -232,14 +232,15 @@ pub fn run_seed(seed: u64, opts: &SweepOptions) -> SeedReport {
     }
 
     let mut liveness_failure = None;
-    if !c.failed() && !opts.skip_liveness {
-        if let Err(why) = liveness(&mut c) {
-            liveness_failure = Some(format!(
-                "liveness failure at t={}ms: {why}\n  seed {seed}; replay with: distsync sim raft --seed {seed} --nodes {} --trace",
-                c.now_us() / 1000,
-                opts.nodes
-            ));
-        }
+    if !c.failed()
+        && !opts.skip_liveness
+        && let Err(why) = liveness(&mut c)
+    {
+        liveness_failure = Some(format!(
+            "liveness failure at t={}ms: {why}\n  seed {seed}; replay with: distsync sim raft --seed {seed} --nodes {} --trace",
+            c.now_us() / 1000,
+            opts.nodes
+        ));
     }
     SeedReport {
         seed,
@@ -353,14 +354,13 @@ fn nemesis(
             }
         }
         2 => {
-            if let Some(&victim) = up.choose(rng) {
-                if !c.node(victim).is_paused() {
-                    c.pause(victim);
-                    let ticks = rng.random_range(
-                        ELECTION_TIMEOUT_MAX_TICKS / 2..=3 * ELECTION_TIMEOUT_MAX_TICKS,
-                    );
-                    pending.push((tick + ticks, Pending::Resume(victim)));
-                }
+            if let Some(&victim) = up.choose(rng)
+                && !c.node(victim).is_paused()
+            {
+                c.pause(victim);
+                let ticks = rng
+                    .random_range(ELECTION_TIMEOUT_MAX_TICKS / 2..=3 * ELECTION_TIMEOUT_MAX_TICKS);
+                pending.push((tick + ticks, Pending::Resume(victim)));
             }
         }
         3 => {

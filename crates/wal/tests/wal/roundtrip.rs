@@ -11,6 +11,7 @@ fn empty_directory_opens_to_an_empty_state() {
     let (storage, state) = open(dir.path());
     assert_eq!(state, PersistedState::default());
     assert_eq!(storage.segment_count(), 1);
+    drop(storage);
     assert_eq!(reopen(dir.path()), PersistedState::default());
 }
 
@@ -375,4 +376,21 @@ fn crash_between_snapshot_file_and_install_record_drops_the_stale_log() {
     let state = reopen(dir.path());
     assert_eq!(state.snapshot, Some(snapshot(8, 2)));
     assert_eq!(state.entries, entries(9..=10, 2));
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_until_the_first_is_dropped() {
+    // Proves two processes (or two opens) never write one log: the second open fails with
+    // `Locked` naming the lock file, and succeeds once the first storage is gone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, _) = open(dir.path());
+    let error = distsync_wal::RaftStorage::open(dir.path(), WalOptions::default())
+        .expect_err("a second open must be refused");
+    assert!(
+        matches!(error, distsync_wal::WalError::Locked { .. }),
+        "{error}"
+    );
+    drop(storage);
+    distsync_wal::RaftStorage::open(dir.path(), WalOptions::default())
+        .expect("open after the first storage is dropped");
 }
