@@ -16,7 +16,7 @@ import weasyprint
 CSS = """
 @page { size: A4; margin: 16mm 13mm 16mm 13mm;
         @bottom-center { content: "distsync performance report · page " counter(page) " of " counter(pages);
-                         font-size: 8pt; color: #666; } }
+                         font-size: 8pt; color: #666; font-family: "DejaVu Sans", sans-serif; } }
 body { font-family: "DejaVu Sans", sans-serif; font-size: 9.5pt; line-height: 1.4; color: #222; }
 h1 { font-size: 19pt; border-bottom: 2px solid #333; padding-bottom: 3pt; }
 h2 { font-size: 14pt; border-bottom: 1px solid #aaa; margin-top: 16pt; page-break-after: avoid; }
@@ -25,9 +25,9 @@ table { border-collapse: collapse; width: 100%; margin: 6pt 0; font-size: 7.5pt;
         page-break-inside: auto; }
 tr { page-break-inside: avoid; }
 th, td { border: 1px solid #bbb; padding: 2pt 4pt; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: break-word; }
 th { background: #eee; }
-code { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; overflow-wrap: anywhere; }
+code { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; overflow-wrap: break-word; }
 pre { background: #f5f5f5; padding: 5pt; font-size: 8pt; white-space: pre-wrap; }
 img { width: 100%; max-width: 17cm; display: block; margin: 6pt auto; page-break-inside: avoid; }
 """

@@ -241,7 +241,7 @@ pub fn draw_histogram(
         .x_desc(x_label)
         .y_desc("trials")
         .x_labels(8)
-        .y_labels(6)
+        .y_labels((top as usize + 1).min(6))
         .x_label_formatter(&|v| short_number(*v))
         .y_label_formatter(&|v| short_number(*v))
         .label_style(("sans-serif", 14))

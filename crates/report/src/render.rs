@@ -348,7 +348,16 @@ impl<'a> Report<'a> {
                     .filter_map(|r| r.param_f64("warmup_s"))
                     .collect(),
             );
-            let repeats = range(groups.iter().map(|g| g.runs.len() as f64).collect());
+            let counts: Vec<usize> = groups.iter().map(|g| g.runs.len()).collect();
+            let (fewest, most) = (
+                counts.iter().min().copied().unwrap_or(0),
+                counts.iter().max().copied().unwrap_or(0),
+            );
+            let repeats = if fewest == most {
+                fewest.to_string()
+            } else {
+                format!("{fewest}–{most}")
+            };
             let _ = writeln!(
                 out,
                 "| {service} | {system} | {} | {} | {durations} | {warmups} | {repeats} |",
