@@ -3,6 +3,8 @@
 # the same Redis servers with the same durability setting (AOF, appendfsync always). Writes one
 # distsync-bench/1 file per measurement into docs/performance/results/runs/ (SCHEMA.md).
 #
+# consume+ack is recorded from the batch-100 run only (the others drain too few messages to
+# measure more than start-up).
 # Scenarios (issue 7): publish with batch 1, 10, 100; consume+ack; end-to-end latency; 1 vs 3
 # shards; 1 vs 2 queue nodes; the embedded backend; the redis-benchmark XADD and read+ack
 # ceilings on 1 shard and on all 3 shards at once.
@@ -110,8 +112,8 @@ run_bench() { # params-json addrs durability
     for batch in 100 10 1; do
         case $batch in
             100) messages=$MESSAGES; producers=8; samples=$SAMPLES; flags="" ;;
-            10) messages=$((MESSAGES / 2)); producers=16; samples=0; flags="--no-latency" ;;
-            1) messages=$((MESSAGES / 10)); producers=32; samples=0; flags="--no-latency" ;;
+            10) messages=$((MESSAGES / 2)); producers=16; samples=0; flags="--no-latency --no-consume" ;;
+            1) messages=$((MESSAGES / 10)); producers=32; samples=0; flags="--no-latency --no-consume" ;;
         esac
         local cmd="distsync bench queue --addr $addrs --messages $messages --batch $batch --producers $producers --consumers 8 --receive-max 100 --latency-samples $samples --json"
         # shellcheck disable=SC2086

@@ -723,22 +723,21 @@ impl<'a> Report<'a> {
         } else {
             let batches: BTreeSet<u64> =
                 publish.values().flatten().map(|(b, _)| *b as u64).collect();
-            out.push_str("Publish throughput (msg/s) by batch size:\n\n| setup | producers |");
+            out.push_str("Publish throughput (msg/s) by batch size:\n\n| setup |");
             for b in &batches {
-                let _ = write!(out, " batch {b} |");
+                let producers = publish
+                    .values()
+                    .flatten()
+                    .find(|(pb, _)| *pb as u64 == *b)
+                    .map_or("–".into(), |(_, g)| opt(g.key.clients));
+                let _ = write!(out, " batch {b} ({producers} producers) |");
             }
-            out.push_str("\n|---|---|");
+            out.push_str("\n|---|");
             out.push_str(&"---|".repeat(batches.len()));
             out.push('\n');
             let mut series = Vec::new();
             for (name, points) in &publish {
-                let producers: BTreeSet<String> =
-                    points.iter().map(|(_, g)| opt(g.key.clients)).collect();
-                let _ = write!(
-                    out,
-                    "| {name} | {} |",
-                    producers.into_iter().collect::<Vec<_>>().join("/")
-                );
+                let _ = write!(out, "| {name} |");
                 for b in &batches {
                     let cell = points
                         .iter()
@@ -755,24 +754,30 @@ impl<'a> Report<'a> {
                         .collect(),
                 ));
             }
-            for g in groups.iter().filter(|g| g.key.scenario == "xadd-ceiling") {
+            let mut ceilings = String::new();
+            for g in groups.iter().filter(|g| g.key.system == "redis") {
                 if let Some(t) = g.throughput() {
-                    let name = format!(
-                        "redis-benchmark XADD ceiling, {} shard(s)",
-                        g.param("shards").unwrap_or_else(|| opt(g.key.nodes))
-                    );
+                    let shards = g.param("shards").unwrap_or_else(|| opt(g.key.nodes));
                     let _ = writeln!(
-                        out,
-                        "| {name} (pipelined, {} clients per shard) | – | {} |",
+                        ceilings,
+                        "| {} | {shards} | {} | {} | {} |",
+                        g.key.scenario,
                         opt(g.key.clients),
-                        stat_cell(Some(t))
+                        stat_cell(Some(t)),
+                        stat_cell(g.p99()),
                     );
-                    series.push(Series {
-                        name,
-                        points: vec![(1.0, t.median)],
-                        reference: true,
-                    });
+                    if g.key.scenario == "xadd-ceiling" {
+                        series.push(Series {
+                            name: format!("redis-benchmark XADD ceiling, {shards} shard(s)"),
+                            points: vec![(1.0, t.median)],
+                            reference: true,
+                        });
+                    }
                 }
+            }
+            if !ceilings.is_empty() {
+                out.push_str("\nredis-benchmark ceilings on the same Redis servers (pipelined, every shard at once, summed):\n\n| ceiling | shards | clients per shard | msg/s | worst shard p99 ms |\n|---|---|---|---|---|\n");
+                out.push_str(&ceilings);
             }
             out.push('\n');
             out.push_str(&self.chart(
@@ -789,27 +794,20 @@ impl<'a> Report<'a> {
         }
         let consume: Vec<&&Group> = groups
             .iter()
-            .filter(|g| g.key.scenario == "consume-ack" || g.key.scenario == "read-ack-ceiling")
+            .filter(|g| g.key.scenario == "consume-ack")
             .collect();
         out.push('\n');
         if consume.is_empty() {
             out.push_str(&not_measured("Queue consume+ack", "scripts/bench-queue.sh"));
         } else {
-            out.push_str("Consume+ack throughput (msg/s):\n\n| setup | system | consumers | msg/s |\n|---|---|---|---|\n");
+            out.push_str("Consume+ack throughput (msg/s; the read+ack ceiling is in the table above):\n\n| setup | consumers | receive max | msg/s |\n|---|---|---|---|\n");
             for g in consume {
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {} |",
-                    if g.key.system == "redis" {
-                        format!(
-                            "redis-benchmark read+ack ceiling, {} shard(s)",
-                            g.param("shards").unwrap_or_else(|| opt(g.key.nodes))
-                        )
-                    } else {
-                        setup(g)
-                    },
-                    g.key.system,
+                    setup(g),
                     opt(g.key.clients),
+                    g.param("receive_max").unwrap_or_else(|| "–".into()),
                     stat_cell(g.throughput())
                 );
             }
