@@ -103,6 +103,15 @@ pub struct LineChart<'a> {
     pub x_axis: Axis,
     pub y_axis: Axis,
     pub series: &'a [Series],
+    /// Where the legend goes: a corner the data leaves empty.
+    pub legend: Legend,
+}
+
+/// Legend corners (plotters' position type is not `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Legend {
+    UpperLeft,
+    LowerRight,
 }
 
 fn plotting<E: std::fmt::Debug>(e: E) -> anyhow::Error {
@@ -199,7 +208,10 @@ pub fn draw_lines(path: &Path, chart: &LineChart) -> anyhow::Result<()> {
         .map_err(plotting)?;
     }
     ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(match chart.legend {
+            Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
+        })
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .label_font(("sans-serif", 13))
@@ -314,6 +326,7 @@ mod tests {
                 x_axis: Axis::Log2,
                 y_axis: Axis::Linear,
                 series: &series,
+                legend: Legend::UpperLeft,
             },
         )
         .unwrap();
@@ -332,6 +345,7 @@ mod tests {
             x_axis: Axis::Linear,
             y_axis: Axis::Linear,
             series: &[],
+            legend: Legend::UpperLeft,
         };
         assert!(draw_lines(&dir.path().join("c.svg"), &chart).is_err());
     }

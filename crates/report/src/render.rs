@@ -2,7 +2,7 @@
 //! results (tables, chart links, computed comparisons). The template's prose carries no figures;
 //! a block whose data is missing says which command would measure it.
 
-use crate::charts::{self, Axis, LineChart, Series};
+use crate::charts::{self, Axis, Legend, LineChart, Series};
 use crate::data::{Group, Key, Stat, group};
 use crate::schema::BenchRun;
 use anyhow::{Context, bail};
@@ -553,6 +553,7 @@ impl<'a> Report<'a> {
                         x_axis: Axis::Log2,
                         y_axis: Axis::Linear,
                         series: &throughput,
+                        legend: Legend::UpperLeft,
                     },
                 )?);
             }
@@ -567,6 +568,7 @@ impl<'a> Report<'a> {
                         x_axis: Axis::Log2,
                         y_axis: Axis::Log10,
                         series: &latency,
+                        legend: Legend::UpperLeft,
                     },
                 )?);
             }
@@ -685,6 +687,7 @@ impl<'a> Report<'a> {
                     x_axis: Axis::Linear,
                     y_axis: Axis::Linear,
                     series: &cdfs,
+                    legend: Legend::UpperLeft,
                 },
             )?);
             out.push_str(&histograms);
@@ -785,10 +788,11 @@ impl<'a> Report<'a> {
                 &LineChart {
                     title: "Queue publish throughput against batch size",
                     x_label: "messages per publish request",
-                    y_label: "msg/s",
+                    y_label: "msg/s (log scale)",
                     x_axis: Axis::Log2,
-                    y_axis: Axis::Linear,
+                    y_axis: Axis::Log10,
                     series: &series,
+                    legend: Legend::LowerRight,
                 },
             )?);
         }
@@ -935,6 +939,7 @@ impl<'a> Report<'a> {
                 x_axis: Axis::Linear,
                 y_axis: Axis::Linear,
                 series: &series,
+                legend: Legend::UpperLeft,
             },
         )?);
         Ok(out)
@@ -1084,7 +1089,7 @@ impl<'a> Report<'a> {
             for step in log
                 .steps
                 .iter()
-                .filter(|s| s.status == "ok" && s.files == 0)
+                .filter(|s| s.status == "ok" && s.files == 0 && s.name != "build")
             {
                 let _ = writeln!(
                     out,

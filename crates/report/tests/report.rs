@@ -104,10 +104,8 @@ fn figures_in_the_markdown_are_the_json_values() {
     let (md, charts, _dir) = render_runs(&runs, "{{queue}}\n{{failover}}\n{{headline}}");
     // Queue publish: 46769.0 msg/s in the JSON.
     assert_eq!(num(46769.0), "46,769");
-    assert!(
-        md.contains("| 1 shard(s), 1 node(s) | 8 | 46,769 |"),
-        "{md}"
-    );
+    assert!(md.contains("| 1 shard(s), 1 node(s) | 46,769 |"), "{md}");
+    assert!(md.contains("batch 100 (8 producers)"), "{md}");
     // Failover: percentiles from latency_ms, trials from samples_ms.
     assert!(
         md.contains("| failover | 3 | 5 | 382 | 444 | 569 | 665 | 665 |"),
