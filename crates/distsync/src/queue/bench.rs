@@ -46,6 +46,17 @@ pub struct QueueBenchArgs {
     /// Latency samples (one message at a time, publish → receive).
     #[arg(long, default_value_t = 1_000)]
     pub latency_samples: usize,
+    /// Print one JSON object with every measurement on stdout (progress goes to stderr), for
+    /// scripts/bench-queue.sh to turn into result files.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Progress and human-readable results: on stdout, or on stderr when stdout carries JSON.
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
 }
 
 fn clients(args: &QueueBenchArgs, n: usize) -> Vec<Arc<QueueClient>> {
@@ -84,7 +95,9 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("bench-{}-{}", std::process::id(), distsync_queue::now_ms()));
     let body = "x".repeat(args.body_bytes);
-    println!(
+    let json = args.json;
+    say!(
+        json,
         "queue={queue} nodes={} messages={} batch={} producers={} consumers={} body_bytes={}",
         args.addr.len(),
         args.messages,
@@ -128,7 +141,8 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
         producer.await??;
     }
     let publish_secs = started.elapsed().as_secs_f64();
-    println!(
+    say!(
+        json,
         "publish: {} msgs in {:.2} s = {:.0} msg/s (batch {})",
         args.messages,
         publish_secs,
@@ -173,7 +187,8 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
     }
     let consume_secs = started.elapsed().as_secs_f64();
     let consumed = received.load(Ordering::Relaxed);
-    println!(
+    say!(
+        json,
         "consume+ack: {consumed} msgs in {consume_secs:.2} s = {:.0} msg/s (receive max {})",
         consumed as f64 / consume_secs,
         args.receive_max
@@ -235,12 +250,38 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
     }
     let mut latencies = consumer.await??;
     latencies.sort();
-    println!(
-        "end-to-end latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
-        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
-        percentile(&latencies, 99.0).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        latencies.len()
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p50, p90, p99) = (
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 90.0)),
+        ms(percentile(&latencies, 99.0)),
     );
+    let max = ms(latencies.last().copied().unwrap_or_default());
+    if !latencies.is_empty() {
+        say!(
+            json,
+            "end-to-end latency: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} samples)",
+            latencies.len()
+        );
+    }
+    if json {
+        let mut result = serde_json::json!({
+            "nodes": args.addr.len(),
+            "batch": args.batch,
+            "producers": args.producers,
+            "consumers": args.consumers,
+            "receive_max": args.receive_max,
+            "body_bytes": args.body_bytes,
+            "publish": { "messages": args.messages, "seconds": publish_secs },
+            "consume": { "messages": consumed, "seconds": consume_secs },
+        });
+        // Latency is omitted, not zero, when no sample was taken (schema rule).
+        if !latencies.is_empty() {
+            result["latency_ms"] = serde_json::json!({
+                "samples": latencies.len(), "p50": p50, "p90": p90, "p99": p99, "max": max
+            });
+        }
+        println!("{result}");
+    }
     Ok(())
 }
