@@ -80,9 +80,6 @@ struct PendingTxn {
     first_sent_tick: u64,
     last_sent_tick: u64,
     queued: VecDeque<QueuedOp>,
-    /// A `PutModified` whose data was handed to the home in a `FetchResponse`: the home moved
-    /// the ownership on, so the data is no ownership claim any more (only in transit).
-    handed_out: bool,
 }
 
 #[derive(Debug)]
@@ -307,11 +304,10 @@ impl<H: HomeSelector> CacheNode<H> {
             {
                 lines.push(HeldLine {
                     key: key.clone(),
-                    state: if txn.handed_out {
-                        LineState::Invalid
-                    } else {
-                        LineState::Modified
-                    },
+                    // Never an ownership claim: the old home may have written it back, sent a
+                    // PutAck that is still in flight, and granted the key to another node since.
+                    // The new home writes it back if nobody holds anything newer.
+                    state: LineState::Invalid,
                     grant: *grant,
                     data: data.clone(),
                     dirty: true,
@@ -618,7 +614,6 @@ impl<H: HomeSelector> CacheNode<H> {
             first_sent_tick: self.now_tick,
             last_sent_tick: self.now_tick,
             queued: first.into_iter().collect(),
-            handed_out: false,
         };
         out.push(Outbound::Send {
             to: home,
@@ -855,12 +850,10 @@ impl<H: HomeSelector> CacheNode<H> {
             answer
         } else if let Some(PendingTxn {
             kind: TxnKind::PutModified { data, grant },
-            handed_out,
             ..
-        }) = self.txns.get_mut(&key)
+        }) = self.txns.get(&key)
             && *grant < seq
         {
-            *handed_out = true;
             (Some(data.clone()), true)
         } else {
             (None, false)

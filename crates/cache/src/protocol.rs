@@ -13,9 +13,9 @@ use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, 
 pub struct HeldLine {
     /// The key.
     pub key: Key,
-    /// M, E or S: the node's copy (an M line being evicted counts as M). Invalid: the node holds
-    /// no copy but handed `data` to the previous home in a `FetchResponse` that may never have
-    /// been written back.
+    /// M, E or S: the node's copy. Invalid: the node holds no copy but has dirty `data` the
+    /// previous home may never have written back: a `PutModified` not yet acknowledged, or a
+    /// `FetchResponse` it answered.
     pub state: LineState,
     /// The grant sequence of the copy (for Invalid: the answered `Fetch`'s sequence).
     pub grant: DirectorySeq,

@@ -33,6 +33,13 @@ pub struct Checker {
     completed_write: BTreeMap<Key, Version>,
     /// The node that acknowledged each completed (key, version).
     acknowledged_by: BTreeMap<(Key, Version), NodeId>,
+    /// Versions forgotten at a crash, with their values: they may still reappear (a write the
+    /// dead node sent before it died can still land), which is allowed — loss is permitted,
+    /// not required.
+    forgotten: BTreeSet<(Key, Version, Option<Value>)>,
+    /// Keys that existed when a node crashed: a write the dead node sent but never saw
+    /// acknowledged (nor any checker saw in a valid line) may still land in the backing store.
+    crashed_keys: BTreeSet<Key>,
     /// Writes forgiven by the write-back carve-out (for the report).
     pub forgiven_writes: u64,
     /// (node, home) -> newest send tick of a confirmation the node received from the home.
@@ -101,6 +108,7 @@ impl Checker {
         let mut floors = BTreeMap::new();
         let keys: Vec<Key> = self.newest.keys().cloned().collect();
         for key in keys {
+            self.crashed_keys.insert(key.clone());
             let stored = backing.get(&key).map(|data| data.version).unwrap_or_default();
             let completed = self.completed_write.get(&key).copied().unwrap_or_default();
             let by_dead = self.acknowledged_by.get(&(key.clone(), completed)) == Some(&dead);
@@ -130,6 +138,15 @@ impl Checker {
             let newest = self.newest.entry(key.clone()).or_default();
             if *newest > keep {
                 *newest = keep;
+                let forgotten: Vec<(Version, Option<Value>)> = self
+                    .values
+                    .iter()
+                    .filter(|((k, version), _)| *k == key && *version > keep)
+                    .map(|((_, version), value)| (*version, value.clone()))
+                    .collect();
+                for (version, value) in forgotten {
+                    self.forgotten.insert((key.clone(), version, value));
+                }
                 self.values
                     .retain(|(k, version), _| *k != key || *version <= keep);
                 self.acknowledged_by
@@ -262,6 +279,22 @@ impl Checker {
     pub fn check_backing(&self, backing: &BTreeMap<Key, LineData>) -> Result<(), String> {
         for (key, newest) in &self.newest {
             let stored = backing.get(key).cloned().unwrap_or_default();
+            if stored.version > *newest
+                && self
+                    .forgotten
+                    .contains(&(key.clone(), stored.version, stored.value.clone()))
+            {
+                continue; // a forgiven write that landed after all
+            }
+            let unseen_write_of_a_dead_node = stored.version > *newest
+                && self.crashed_keys.contains(key)
+                && !self.values.contains_key(&(key.clone(), stored.version))
+                && stored.value.as_ref().is_none_or(|value| {
+                    self.issued.contains(&(key.clone(), value.clone()))
+                });
+            if unseen_write_of_a_dead_node {
+                continue;
+            }
             let expected = self.values.get(&(key.clone(), *newest)).cloned();
             if stored.version != *newest
                 || expected
