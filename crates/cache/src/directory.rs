@@ -23,8 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::config::CacheConfig;
 use crate::line::LineState;
 use crate::protocol::{
-    BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, HeldLine,
-    Outbound,
+    BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, HeldLine, Outbound,
 };
 use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, TxnId, Version};
 
@@ -56,7 +55,10 @@ enum RequestKind {
     GetShared,
     GetModified,
     Upgrade,
-    PutModified { data: LineData, grant: DirectorySeq },
+    PutModified {
+        data: LineData,
+        grant: DirectorySeq,
+    },
     /// After a membership change: write back dirty data a member reported handing to the old
     /// home (which may have died or moved on before writing it back). Started by the home itself.
     Restore,
@@ -229,10 +231,7 @@ impl Directory {
         }
         members.sort();
         members.dedup();
-        let removed_member = self
-            .members
-            .iter()
-            .any(|member| !members.contains(member));
+        let removed_member = self.members.iter().any(|member| !members.contains(member));
         self.epoch = epoch;
         self.entries.clear();
         self.active_keys.clear();
@@ -329,7 +328,12 @@ impl Directory {
     ///   [`crate::CacheNode::set_members`], so recording them only costs `Invalidate`s).
     /// - Dirty data handed to an old home in a `FetchResponse` and newer than the owner's (or
     ///   with no owner) is written back before any transaction on the key starts.
-    fn rebuild_entry(&mut self, key: Key, reports: Vec<(NodeId, HeldLine)>, out: &mut Vec<Outbound>) {
+    fn rebuild_entry(
+        &mut self,
+        key: Key,
+        reports: Vec<(NodeId, HeldLine)>,
+        out: &mut Vec<Outbound>,
+    ) {
         let mut entry = DirectoryEntry::default();
         let owners: Vec<&(NodeId, HeldLine)> = reports
             .iter()

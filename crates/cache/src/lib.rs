@@ -95,8 +95,8 @@ pub use error::CacheError;
 pub use line::{Line, LineState};
 pub use node::{CacheNode, HomeSelector, NodeLoad};
 pub use protocol::{
-    HeldLine, BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Completion,
-    OpResult, OpStep, Outbound,
+    BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Completion,
+    HeldLine, OpResult, OpStep, Outbound,
 };
 pub use store::{Evicted, EvictionPolicy, LineStore, StoreLimits};
 pub use types::{

@@ -77,8 +77,16 @@ impl Cluster {
             backing: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: Vec::new(),
-            epoch: 0,
+            epoch: 1,
         };
+        // The initial view (epoch 1), so that the homes know who is removed later.
+        for id in members.clone() {
+            let host = cluster.hosts.get_mut(&id).expect("live");
+            let mut out = host.node.set_members(1, members.clone());
+            out.extend(host.directory.set_members(1, members.clone()));
+            cluster.push(id, out);
+        }
+        cluster.run();
         cluster.ticks(1);
         cluster
     }
@@ -239,10 +247,17 @@ fn survivor_holding_m_becomes_the_owner_at_the_new_home_and_keeps_its_dirty_data
     let mut cluster = Cluster::new(WritePolicy::WriteBack, [3, 2, 1]);
     cluster.write(1, "v1");
     assert_eq!(cluster.state(1), LineState::Modified);
-    assert!(cluster.backing.is_empty(), "the write is not written back yet");
+    assert!(
+        cluster.backing.is_empty(),
+        "the write is not written back yet"
+    );
     cluster.crash(3);
     assert_eq!(cluster.holders_at(2), vec![(1, HolderMode::Owned)]);
-    assert_eq!(cluster.state(1), LineState::Modified, "the owner keeps its line");
+    assert_eq!(
+        cluster.state(1),
+        LineState::Modified,
+        "the owner keeps its line"
+    );
     // A read elsewhere fetches the surviving dirty copy, not the (empty) backing store.
     let data = cluster.read(2);
     assert_eq!(value_of(&data), Some("v1"));
@@ -266,8 +281,8 @@ fn survivor_holding_s_becomes_a_sharer_at_the_new_home() {
     let members = vec![NodeId(1), NodeId(2)];
     for id in [1, 2] {
         let host = cluster.hosts.get_mut(&NodeId(id)).expect("live");
-        let mut out = host.node.set_members(1, members.clone());
-        out.extend(host.directory.set_members(1, members.clone()));
+        let mut out = host.node.set_members(2, members.clone());
+        out.extend(host.directory.set_members(2, members.clone()));
         cluster.push(NodeId(id), out);
     }
     cluster.run();
@@ -324,7 +339,7 @@ fn a_fetch_from_an_older_epoch_does_not_take_the_line() {
     cluster.crash(3);
     let out = cluster.node_mut(1).on_message_at(
         NodeId(3),
-        0,
+        1,
         CoherenceMessage::Fetch {
             key: key(),
             seq: distsync_cache::DirectorySeq(u64::MAX >> 24),

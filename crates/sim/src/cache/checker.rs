@@ -109,7 +109,10 @@ impl Checker {
         let keys: Vec<Key> = self.newest.keys().cloned().collect();
         for key in keys {
             self.crashed_keys.insert(key.clone());
-            let stored = backing.get(&key).map(|data| data.version).unwrap_or_default();
+            let stored = backing
+                .get(&key)
+                .map(|data| data.version)
+                .unwrap_or_default();
             let completed = self.completed_write.get(&key).copied().unwrap_or_default();
             let by_dead = self.acknowledged_by.get(&(key.clone(), completed)) == Some(&dead);
             let mut required = completed;
@@ -289,9 +292,10 @@ impl Checker {
             let unseen_write_of_a_dead_node = stored.version > *newest
                 && self.crashed_keys.contains(key)
                 && !self.values.contains_key(&(key.clone(), stored.version))
-                && stored.value.as_ref().is_none_or(|value| {
-                    self.issued.contains(&(key.clone(), value.clone()))
-                });
+                && stored
+                    .value
+                    .as_ref()
+                    .is_none_or(|value| self.issued.contains(&(key.clone(), value.clone())));
             if unseen_write_of_a_dead_node {
                 continue;
             }

@@ -498,10 +498,10 @@ impl CacheWorld {
             return;
         };
         let out = host.directory.on_backing(BackingResponse {
-                id: request.id,
-                key: request.key,
-                result,
-            });
+            id: request.id,
+            key: request.key,
+            result,
+        });
         self.dispatch(home, out);
         self.check();
     }
@@ -524,9 +524,10 @@ impl CacheWorld {
     /// Whether every live host has adopted the newest view and every home finished rebuilding.
     pub fn view_settled(&self) -> bool {
         self.view_queue.is_empty()
-            && self.hosts.values().all(|host| {
-                host.node.epoch() == self.view.0 && !host.directory.is_recovering()
-            })
+            && self
+                .hosts
+                .values()
+                .all(|host| host.node.epoch() == self.view.0 && !host.directory.is_recovering())
     }
 
     /// Whether `node` is alive and a member of the view it has adopted (it may take clients).
