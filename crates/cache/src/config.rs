@@ -30,6 +30,9 @@ pub struct InjectedBugs {
     /// A node keeps its Shared copies when its lapsed lease is renewed (though the home may
     /// have revoked them meanwhile).
     pub keep_shared_after_lease_lapse: bool,
+    /// After a membership change the new home ignores the members' `Holdings` and rebuilds
+    /// every entry as uncached (so it reads the backing store and forgets surviving owners).
+    pub rebuild_without_holdings: bool,
 }
 
 /// Configuration shared by [`crate::CacheNode`] and [`crate::Directory`].

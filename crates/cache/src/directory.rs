@@ -8,15 +8,29 @@
 //! notices, which leave stale holders that simply answer "not here"). Because the home is also
 //! the only writer of the backing store for its keys, the backing store is up to date whenever
 //! no node owns the key: dirty data is written back on every downgrade and ownership change.
+//!
+//! Membership ([`Directory::set_members`]): a new view drops every entry and puts the home in
+//! *recovery*: it answers heartbeats and write-throughs but starts no transaction until every
+//! member of the view has reported what it holds of the keys homed here (`Holdings`), and — when
+//! the view removed a node — until `lease_ticks + lease_revoke_margin_ticks` more have passed,
+//! so a removed node that is in fact alive has stopped serving (every member stopped confirming
+//! its leases when it adopted the view). The entries are then rebuilt from the reports. The
+//! sequences of a view start at `epoch << EPOCH_SEQ_SHIFT`, above every grant of an older view,
+//! so a node can still tell current `Invalidate`/`Fetch` messages from stale ones by sequence.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::CacheConfig;
 use crate::line::LineState;
 use crate::protocol::{
-    BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Outbound,
+    BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, HeldLine, Outbound,
 };
 use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, TxnId, Version};
+
+/// A view's directory sequences start at `epoch << EPOCH_SEQ_SHIFT`: 2^40 transactions per home
+/// and view before they would run into the next view's range (at a million transactions a second,
+/// 12 days without a membership change), 2^24 views.
+pub const EPOCH_SEQ_SHIFT: u32 = 40;
 
 /// How a node holds a key, as the home records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +55,13 @@ enum RequestKind {
     GetShared,
     GetModified,
     Upgrade,
-    PutModified { data: LineData, grant: DirectorySeq },
+    PutModified {
+        data: LineData,
+        grant: DirectorySeq,
+    },
+    /// After a membership change: write back dirty data a member reported handing to the old
+    /// home (which may have died or moved on before writing it back). Started by the home itself.
+    Restore,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +147,19 @@ impl DirectoryEntry {
     }
 }
 
+/// Rebuilding the entries after a membership change.
+#[derive(Debug)]
+struct Recovery {
+    /// Members whose `Holdings` have not arrived.
+    awaiting: BTreeSet<NodeId>,
+    /// The reports so far, per key.
+    held: BTreeMap<Key, Vec<(NodeId, HeldLine)>>,
+    /// The view removed a node, which may still serve under a lease until it runs out.
+    removed_member: bool,
+    /// Tick the last report arrived.
+    reports_done_tick: Option<u64>,
+}
+
 /// The home side of the MESI protocol for the keys homed on one node.
 #[derive(Debug)]
 pub struct Directory {
@@ -143,6 +176,11 @@ pub struct Directory {
     next_seq: u64,
     next_backing_id: u64,
     now_tick: u64,
+    /// Epoch of the current membership view (0: the initial one, no recovery).
+    epoch: u64,
+    /// Members of the current view (empty: unknown, the initial view of `new`).
+    members: Vec<NodeId>,
+    recovery: Option<Recovery>,
 }
 
 impl Directory {
@@ -162,7 +200,198 @@ impl Directory {
             next_seq: 0,
             next_backing_id: 0,
             now_tick: 0,
+            epoch: 0,
+            members: Vec::new(),
+            recovery: None,
         })
+    }
+
+    /// Epoch of the current membership view.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the home is rebuilding its entries after a membership change (it starts no
+    /// transaction meanwhile).
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// Installs the membership view `(epoch, members)`; ignored unless `epoch` is newer. Every
+    /// entry is dropped (with its active transaction and queue: the requesters re-send to the
+    /// new homes) and rebuilt from the members' `Holdings` reports. A home outside the view homes
+    /// nothing and does not recover.
+    ///
+    /// Dropping an active transaction loses nothing: a grant's data is in the backing store
+    /// before the grant is sent, an evicting node keeps its data until `PutAck`, and an owner
+    /// that answered a `Fetch` keeps the answer until the home moves on, so it reports it.
+    pub fn set_members(&mut self, epoch: u64, mut members: Vec<NodeId>) -> Vec<Outbound> {
+        if epoch <= self.epoch {
+            return Vec::new();
+        }
+        members.sort();
+        members.dedup();
+        let removed_member = self.members.iter().any(|member| !members.contains(member));
+        self.epoch = epoch;
+        self.entries.clear();
+        self.active_keys.clear();
+        self.next_seq = self.next_seq.max(epoch << EPOCH_SEQ_SHIFT);
+        self.recovery = members.contains(&self.id).then(|| Recovery {
+            awaiting: members.iter().copied().collect(),
+            held: BTreeMap::new(),
+            removed_member,
+            reports_done_tick: None,
+        });
+        self.members = members;
+        Vec::new()
+    }
+
+    /// Handles a message sent in membership epoch `epoch`: dropped unless it is this home's
+    /// epoch (see [`crate::CacheNode::on_message_at`] for why that is safe).
+    pub fn handle_at(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        message: CoherenceMessage,
+    ) -> Vec<Outbound> {
+        if epoch != self.epoch {
+            return Vec::new();
+        }
+        self.handle(from, message)
+    }
+
+    fn on_holdings(&mut self, from: NodeId, lines: Vec<HeldLine>, out: &mut Vec<Outbound>) {
+        let Some(recovery) = self.recovery.as_mut() else {
+            if self.members.is_empty() || self.members.contains(&from) {
+                // Recovery is over; the ack was lost.
+                out.push(Outbound::Send {
+                    to: from,
+                    message: CoherenceMessage::HoldingsAck,
+                });
+            }
+            return;
+        };
+        if !self.members.contains(&from) {
+            return;
+        }
+        if recovery.awaiting.remove(&from) {
+            for line in lines {
+                recovery
+                    .held
+                    .entry(line.key.clone())
+                    .or_default()
+                    .push((from, line));
+            }
+            if recovery.awaiting.is_empty() {
+                recovery.reports_done_tick = Some(self.now_tick);
+            }
+        }
+        out.push(Outbound::Send {
+            to: from,
+            message: CoherenceMessage::HoldingsAck,
+        });
+        self.finish_recovery_if_due(out);
+    }
+
+    fn finish_recovery_if_due(&mut self, out: &mut Vec<Outbound>) {
+        let Some(recovery) = self.recovery.as_ref() else {
+            return;
+        };
+        let Some(done) = recovery.reports_done_tick else {
+            return;
+        };
+        let wait = if recovery.removed_member {
+            self.config.lease_ticks + self.config.lease_revoke_margin_ticks
+        } else {
+            0
+        };
+        if self.now_tick < done + wait {
+            return;
+        }
+        let mut recovery = self.recovery.take().expect("checked above");
+        if self.config.injected_bugs.rebuild_without_holdings {
+            recovery.held.clear();
+        }
+        for (key, reports) in recovery.held {
+            self.rebuild_entry(key, reports, out);
+        }
+    }
+
+    /// Rebuilds one key's entry from the members' reports.
+    ///
+    /// - At most one member reports an owned (M/E) copy: a member that adopted the view keeps its
+    ///   owned line and answers no old home, so no old home can have granted it to another.
+    ///   It becomes the owner; its data (dirty or not) stays the truth, written back when fetched
+    ///   or evicted as always.
+    /// - Shared copies are recorded as sharers only when nobody owns the key (an old home may
+    ///   have revoked them and granted M since; they are never served again in any case, see
+    ///   [`crate::CacheNode::set_members`], so recording them only costs `Invalidate`s).
+    /// - Dirty data handed to an old home in a `FetchResponse` and newer than the owner's (or
+    ///   with no owner) is written back before any transaction on the key starts.
+    fn rebuild_entry(
+        &mut self,
+        key: Key,
+        reports: Vec<(NodeId, HeldLine)>,
+        out: &mut Vec<Outbound>,
+    ) {
+        let mut entry = DirectoryEntry::default();
+        let owners: Vec<&(NodeId, HeldLine)> = reports
+            .iter()
+            .filter(|(_, line)| line.state.is_owned())
+            .collect();
+        assert!(
+            owners.len() <= 1,
+            "membership invariant: {key:?} reported owned by several members: {owners:?}"
+        );
+        let owner = owners.first().map(|(node, line)| (*node, line.clone()));
+        for (node, line) in &reports {
+            entry.version = entry.version.max(line.data.version);
+            self.next_seq = self.next_seq.max(line.grant.0);
+            let holding = match (line.state, &owner) {
+                (LineState::Modified | LineState::Exclusive, _) => Holding {
+                    mode: HolderMode::Owned,
+                    grant: line.grant,
+                },
+                (LineState::Shared, None) => Holding {
+                    mode: HolderMode::Shared,
+                    grant: line.grant,
+                },
+                _ => continue,
+            };
+            entry.holders.insert(*node, holding);
+        }
+        let owner_version = owner.as_ref().map(|(_, line)| line.data.version);
+        let restore = reports
+            .iter()
+            .filter(|(_, line)| line.dirty && Some(line.data.version) > owner_version)
+            .map(|(_, line)| line.data.clone())
+            .max_by_key(|data| data.version);
+        entry.assert_invariants(&key);
+        let Some(data) = restore else {
+            if !entry.is_idle_and_empty() {
+                self.entries.insert(key, entry);
+            }
+            return;
+        };
+        self.next_seq += 1;
+        entry.active = Some(Active {
+            request: Request {
+                from: self.id,
+                txn: TxnId(0),
+                kind: RequestKind::Restore,
+            },
+            seq: DirectorySeq(self.next_seq),
+            awaiting_fetch: None,
+            awaiting_acks: BTreeSet::new(),
+            data: Some(data),
+            dirty: true,
+            backing: None,
+            grant: None,
+            last_sent_tick: self.now_tick,
+        });
+        self.entries.insert(key.clone(), entry);
+        self.active_keys.insert(key.clone());
+        self.advance(&key, out);
     }
 
     /// This home's node id.
@@ -186,10 +415,24 @@ impl Directory {
     }
 
     /// Handles a message from node `from` addressed to the directory (see
-    /// [`CoherenceMessage::is_for_directory`]); other messages are ignored.
+    /// [`CoherenceMessage::is_for_directory`]); other messages are ignored. The message is taken
+    /// to belong to the current membership epoch (see [`Directory::handle_at`]).
     pub fn handle(&mut self, from: NodeId, message: CoherenceMessage) -> Vec<Outbound> {
         let mut out = Vec::new();
+        if self.recovery.is_some()
+            && !matches!(
+                message,
+                CoherenceMessage::Holdings { .. }
+                    | CoherenceMessage::Heartbeat { .. }
+                    | CoherenceMessage::WriteBack { .. }
+            )
+        {
+            // No entry exists yet; requests are retransmitted, notices dropped here leave at
+            // worst a stale holder (answered "not here").
+            return out;
+        }
         match message {
+            CoherenceMessage::Holdings { lines } => self.on_holdings(from, lines, &mut out),
             CoherenceMessage::GetShared { key, txn } => {
                 self.on_request(from, txn, key, RequestKind::GetShared, &mut out)
             }
@@ -240,6 +483,7 @@ impl Directory {
             | CoherenceMessage::Fetch { .. }
             | CoherenceMessage::PutAck { .. }
             | CoherenceMessage::WriteBackAck { .. }
+            | CoherenceMessage::HoldingsAck
             | CoherenceMessage::HeartbeatAck { .. } => {}
         }
         out
@@ -277,6 +521,7 @@ impl Directory {
     pub fn tick(&mut self) -> Vec<Outbound> {
         self.now_tick += 1;
         let mut out = Vec::new();
+        self.finish_recovery_if_due(&mut out);
         let retry = self.config.retry_interval_ticks;
         for key in &self.active_keys {
             let entry = self
@@ -611,6 +856,7 @@ impl Directory {
                     }
                 }
             }
+            RequestKind::Restore => unreachable!("a restore is started by rebuild_entry"),
             RequestKind::PutModified { data, grant } => {
                 let current = entry.holders.get(&requester).is_some_and(|holding| {
                     holding.mode == HolderMode::Owned && holding.grant == *grant
@@ -657,6 +903,10 @@ impl Directory {
             out.push(Outbound::Backing(request.clone()));
             active.backing = Some(request);
             active.last_sent_tick = self.now_tick;
+            return;
+        }
+        if active.request.kind == RequestKind::Restore {
+            self.finish(key, out);
             return;
         }
         if let RequestKind::PutModified { .. } = active.request.kind {

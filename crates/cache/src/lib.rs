@@ -20,8 +20,15 @@
 //! lease has surely expired. Writes are acknowledged under [`WritePolicy::WriteBack`] at once or
 //! under [`WritePolicy::WriteThrough`] once in the backing store.
 //!
-//! What it is not: the IO shell (transport, Redis, HTTP) and node-failure handling (reclaiming
-//! lines owned by a dead node, moving its keys' homes) — those come in a later pass.
+//! Membership is dynamic: [`CacheNode::set_members`] and [`Directory::set_members`] install a
+//! view `(epoch, members)`; keys whose home changes are rebuilt at the new home from what every
+//! member reports (`Holdings`), lines of removed nodes are dropped, transactions are re-sent to
+//! the new homes. A shell that changes membership must stamp every message with the sender's
+//! epoch and deliver it with [`CacheNode::on_message_at`] / [`Directory::handle_at`], which drop
+//! messages of any other epoch.
+//!
+//! What it is not: the IO shell (transport, Redis, HTTP) and the failure detector (the shell
+//! decides who is a member).
 //!
 //! # Drive loop
 //!
@@ -83,13 +90,13 @@ pub mod store;
 mod types;
 
 pub use config::{CacheConfig, InjectedBugs, WritePolicy};
-pub use directory::{Directory, DirectoryEntry, HolderMode, Holding};
+pub use directory::{Directory, DirectoryEntry, EPOCH_SEQ_SHIFT, HolderMode, Holding};
 pub use error::CacheError;
 pub use line::{Line, LineState};
 pub use node::{CacheNode, HomeSelector, NodeLoad};
 pub use protocol::{
     BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Completion,
-    OpResult, OpStep, Outbound,
+    HeldLine, OpResult, OpStep, Outbound,
 };
 pub use store::{Evicted, EvictionPolicy, LineStore, StoreLimits};
 pub use types::{

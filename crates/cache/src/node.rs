@@ -15,21 +15,34 @@
 //!   `lease_ticks + lease_revoke_margin_ticks` after it last confirmed that node's lease), so a
 //!   partitioned reader never blocks writers for longer than that and never serves stale data.
 //!   Owned (E/M) copies are never revoked in this version: their data may be the only copy.
+//! - Membership ([`CacheNode::set_members`]): a new view (a higher epoch) clears every lease (so
+//!   every Shared copy from before is dropped at the next renewal and never served again: the old
+//!   home may have revoked it meanwhile), restarts every transaction with a new `TxnId` at the
+//!   key's new home, and reports what the node holds to every member (`Holdings`, retransmitted
+//!   until acknowledged). A node outside the view drops every line: it was declared dead.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{CacheConfig, WritePolicy};
 use crate::error::CacheError;
 use crate::line::{Line, LineState};
-use crate::protocol::{CoherenceMessage, Completion, OpResult, OpStep, Outbound};
+use crate::protocol::{CoherenceMessage, Completion, HeldLine, OpResult, OpStep, Outbound};
 use crate::store::{Evicted, LineStore};
 use crate::types::{DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Version};
 
 /// Chooses the home node of a key. Implemented for closures; the server uses the consistent-hash
 /// ring, tests use a fixed map.
 pub trait HomeSelector {
-    /// The home of `key`. Must be the same on every node.
+    /// The home of `key` among the current members. Must be the same on every node that has
+    /// the same members.
     fn home_of(&self, key: &Key) -> NodeId;
+
+    /// The membership changed: a selector that depends on it (a ring) rebuilds itself from
+    /// `members` alone, so that every node computes the same homes for the same view. The
+    /// default ignores it (a fixed map, as in tests without membership changes).
+    fn set_members(&mut self, members: &[NodeId]) {
+        let _ = members;
+    }
 }
 
 impl<F: Fn(&Key) -> NodeId> HomeSelector for F {
@@ -95,7 +108,13 @@ pub struct CacheNode<H> {
     id: NodeId,
     config: CacheConfig,
     homes: H,
-    peers: Vec<NodeId>,
+    /// Members of the current view (all homes; heartbeats go to each).
+    members: Vec<NodeId>,
+    /// Epoch of the current view; messages of any other epoch are dropped.
+    epoch: u64,
+    /// Members that have not yet acknowledged this node's `Holdings` for the current epoch, and
+    /// the tick they were last sent.
+    holdings_unacked: BTreeMap<NodeId, u64>,
     store: LineStore<Key, Line>,
     txns: BTreeMap<Key, PendingTxn>,
     write_backs: BTreeMap<Key, PendingWriteBack>,
@@ -134,7 +153,9 @@ impl<H: HomeSelector> CacheNode<H> {
             id,
             config,
             homes,
-            peers,
+            members: peers,
+            epoch: 0,
+            holdings_unacked: BTreeMap::new(),
             store,
             txns: BTreeMap::new(),
             write_backs: BTreeMap::new(),
@@ -164,6 +185,164 @@ impl<H: HomeSelector> CacheNode<H> {
         self.store
             .peek(key)
             .map_or(LineState::Invalid, |line| line.state)
+    }
+
+    /// Epoch of the current membership view (0: the view given to `new`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Members of the current view.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// The home of `key` in the current view.
+    pub fn home_of(&self, key: &Key) -> NodeId {
+        self.homes.home_of(key)
+    }
+
+    /// Whether a member has yet to acknowledge this node's holdings report.
+    pub fn is_reporting(&self) -> bool {
+        !self.holdings_unacked.is_empty()
+    }
+
+    /// Installs the membership view `(epoch, members)`; ignored unless `epoch` is newer than the
+    /// current one. Returns the holdings reports and the re-sent requests.
+    ///
+    /// Why this is safe (see `docs/cache-protocol.md`, "Membership"): from now on only messages
+    /// of `epoch` are accepted, so nothing the old homes decide can change this node's lines;
+    /// the lines kept are reported to their new homes, which serve no key before every member
+    /// reported. Owned lines stay owned (no old home can take them any more). Shared lines are
+    /// never served again: the leases are cleared, and a lapsed lease is renewed only after the
+    /// Shared copies of that home's keys are dropped (an old home may have revoked them).
+    pub fn set_members(&mut self, epoch: u64, mut members: Vec<NodeId>) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        if epoch <= self.epoch {
+            return out;
+        }
+        members.sort();
+        members.dedup();
+        self.epoch = epoch;
+        self.homes.set_members(&members);
+        self.members = members;
+        self.lease_start_tick.clear();
+        self.last_heartbeat_tick = None;
+        self.holdings_unacked.clear();
+        let in_view = self.members.contains(&self.id);
+        if !in_view {
+            // Declared dead: whatever this node holds may already be reclaimed.
+            let keys: Vec<Key> = self.store.iter().map(|(key, _)| key.clone()).collect();
+            for key in keys {
+                self.store.remove(&key);
+            }
+            self.fetch_answers.clear();
+        }
+        // Every transaction starts over at the key's new home with a new id, so a late answer of
+        // the old one (a Grant) can never be taken for the new one.
+        let keys: Vec<Key> = self.txns.keys().cloned().collect();
+        for key in keys {
+            let mut txn = self.txns.remove(&key).expect("key listed from txns");
+            if !in_view && matches!(txn.kind, TxnKind::PutModified { .. }) {
+                // The data of a declared-dead node is not accepted anywhere any more.
+                self.drain(key, txn.queued, false, &mut out);
+                continue;
+            }
+            self.next_txn += 1;
+            txn.id = TxnId(self.next_txn);
+            txn.home = self.homes.home_of(&key);
+            txn.first_sent_tick = self.now_tick;
+            txn.last_sent_tick = self.now_tick;
+            out.push(Outbound::Send {
+                to: txn.home,
+                message: Self::request_of(&key, &txn),
+            });
+            self.txns.insert(key, txn);
+        }
+        // Operations waiting for an old home's lease now wait for the new home's.
+        let blocked = std::mem::take(&mut self.lease_blocked);
+        for (key, queued) in blocked.into_values().flatten() {
+            let op = queued.op;
+            if let Some(result) = self.run_op(key.clone(), queued, true, &mut out) {
+                out.push(Outbound::Complete(Completion { op, key, result }));
+            }
+        }
+        if in_view {
+            for member in self.members.clone() {
+                self.holdings_unacked.insert(member, self.now_tick);
+                out.push(Outbound::Send {
+                    to: member,
+                    message: CoherenceMessage::Holdings {
+                        lines: self.holdings_for(member),
+                    },
+                });
+            }
+        }
+        self.complete_flushes(&mut out);
+        out
+    }
+
+    /// What this node holds of the keys `home` homes in the current view: lines, dirty lines
+    /// being evicted, and data handed out in a `FetchResponse` the old home may not have written
+    /// back yet (it may have died or moved on with it).
+    fn holdings_for(&self, home: NodeId) -> Vec<HeldLine> {
+        let mut lines: Vec<HeldLine> = Vec::new();
+        for (key, line) in self.store.iter() {
+            if self.homes.home_of(key) == home {
+                lines.push(HeldLine {
+                    key: key.clone(),
+                    state: line.state,
+                    grant: line.grant,
+                    data: line.data.clone(),
+                    dirty: line.dirty,
+                });
+            }
+        }
+        for (key, txn) in &self.txns {
+            if let TxnKind::PutModified { data, grant } = &txn.kind
+                && self.homes.home_of(key) == home
+            {
+                lines.push(HeldLine {
+                    key: key.clone(),
+                    // Never an ownership claim: the old home may have written it back, sent a
+                    // PutAck that is still in flight, and granted the key to another node since.
+                    // The new home writes it back if nobody holds anything newer.
+                    state: LineState::Invalid,
+                    grant: *grant,
+                    data: data.clone(),
+                    dirty: true,
+                });
+            }
+        }
+        for (key, (seq, data, _)) in &self.fetch_answers {
+            if self.homes.home_of(key) == home {
+                lines.push(HeldLine {
+                    key: key.clone(),
+                    state: LineState::Invalid,
+                    grant: *seq,
+                    data: data.clone(),
+                    dirty: true,
+                });
+            }
+        }
+        lines.sort_by(|a, b| a.key.cmp(&b.key).then(a.state.cmp(&b.state)));
+        lines
+    }
+
+    /// Handles a message sent in membership epoch `epoch`: dropped unless it is this node's
+    /// epoch. Messages of an older view may come from homes that no longer home the key (or
+    /// from a dead node's previous life); messages of a newer view arrive before this node
+    /// learned it, and are retransmitted until it has.
+    pub fn on_message_at(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        message: CoherenceMessage,
+    ) -> Vec<Outbound> {
+        if epoch != self.epoch {
+            return Vec::new();
+        }
+        self.on_message(from, message)
     }
 
     /// Whether the lease covering `key` is valid now (the node would serve a hit).
@@ -490,7 +669,8 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// Handles a message addressed to the node side (see
-    /// [`CoherenceMessage::is_for_directory`]); other messages are ignored.
+    /// [`CoherenceMessage::is_for_directory`]); other messages are ignored. The message is taken
+    /// to belong to the current membership epoch (see [`CacheNode::on_message_at`]).
     pub fn on_message(&mut self, from: NodeId, message: CoherenceMessage) -> Vec<Outbound> {
         let mut out = Vec::new();
         match message {
@@ -558,6 +738,9 @@ impl<H: HomeSelector> CacheNode<H> {
                     line.dirty = false;
                 }
                 self.complete_flushes(&mut out);
+            }
+            CoherenceMessage::HoldingsAck => {
+                self.holdings_unacked.remove(&from);
             }
             CoherenceMessage::HeartbeatAck { sent_tick } => {
                 self.renew_lease(from, sent_tick, &mut out);
@@ -795,14 +978,29 @@ impl<H: HomeSelector> CacheNode<H> {
                 });
             }
         }
+        let due: Vec<NodeId> = self
+            .holdings_unacked
+            .iter()
+            .filter(|(_, sent)| self.now_tick >= *sent + retry)
+            .map(|(member, _)| *member)
+            .collect();
+        for member in due {
+            self.holdings_unacked.insert(member, self.now_tick);
+            out.push(Outbound::Send {
+                to: member,
+                message: CoherenceMessage::Holdings {
+                    lines: self.holdings_for(member),
+                },
+            });
+        }
         let heartbeat_due = self
             .last_heartbeat_tick
             .is_none_or(|last| self.now_tick >= last + self.config.heartbeat_interval_ticks);
         if heartbeat_due {
             self.last_heartbeat_tick = Some(self.now_tick);
-            for peer in &self.peers {
+            for member in &self.members {
                 out.push(Outbound::Send {
-                    to: *peer,
+                    to: *member,
                     message: CoherenceMessage::Heartbeat {
                         sent_tick: self.now_tick,
                     },

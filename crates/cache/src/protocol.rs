@@ -7,6 +7,24 @@
 use crate::line::LineState;
 use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Version};
 
+/// What a node holds of one key, reported to the key's home after a membership change so that
+/// the home can rebuild the key's directory entry (see `docs/cache-protocol.md`, "Membership").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLine {
+    /// The key.
+    pub key: Key,
+    /// M, E or S: the node's copy. Invalid: the node holds no copy but has dirty `data` the
+    /// previous home may never have written back: a `PutModified` not yet acknowledged, or a
+    /// `FetchResponse` it answered.
+    pub state: LineState,
+    /// The grant sequence of the copy (for Invalid: the answered `Fetch`'s sequence).
+    pub grant: DirectorySeq,
+    /// The data.
+    pub data: LineData,
+    /// The data may be newer than the backing store.
+    pub dirty: bool,
+}
+
 /// A node-to-node coherence message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoherenceMessage {
@@ -92,6 +110,12 @@ pub enum CoherenceMessage {
         /// The written data.
         data: LineData,
     },
+    /// After a membership change: everything the sender holds of the keys the receiver now
+    /// homes (possibly nothing). Retransmitted until `HoldingsAck`.
+    Holdings {
+        /// The sender's copies and in-transit data of those keys.
+        lines: Vec<HeldLine>,
+    },
     /// Lease renewal probe.
     Heartbeat {
         /// The sender's tick when sent; echoed back.
@@ -141,6 +165,8 @@ pub enum CoherenceMessage {
         /// The acknowledged version.
         version: Version,
     },
+    /// The home recorded the sender's `Holdings` for the current membership epoch.
+    HoldingsAck,
     /// Answer to `Heartbeat`.
     HeartbeatAck {
         /// The echoed tick.
@@ -164,11 +190,12 @@ impl CoherenceMessage {
                 | CoherenceMessage::InvalidateAck { .. }
                 | CoherenceMessage::FetchResponse { .. }
                 | CoherenceMessage::WriteBack { .. }
+                | CoherenceMessage::Holdings { .. }
                 | CoherenceMessage::Heartbeat { .. }
         )
     }
 
-    /// The key the message is about (`None` for heartbeats).
+    /// The key the message is about (`None` for heartbeats and holdings reports).
     pub fn key(&self) -> Option<&Key> {
         match self {
             CoherenceMessage::GetShared { key, .. }
@@ -186,7 +213,10 @@ impl CoherenceMessage {
             | CoherenceMessage::Fetch { key, .. }
             | CoherenceMessage::PutAck { key, .. }
             | CoherenceMessage::WriteBackAck { key, .. } => Some(key),
-            CoherenceMessage::Heartbeat { .. } | CoherenceMessage::HeartbeatAck { .. } => None,
+            CoherenceMessage::Heartbeat { .. }
+            | CoherenceMessage::HeartbeatAck { .. }
+            | CoherenceMessage::Holdings { .. }
+            | CoherenceMessage::HoldingsAck => None,
         }
     }
 }

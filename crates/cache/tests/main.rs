@@ -4,6 +4,7 @@ mod common;
 mod eviction;
 mod lease;
 mod limits;
+mod membership;
 mod races;
 mod retransmission;
 mod store_model;

@@ -180,6 +180,9 @@ pub enum CacheBug {
     ServeWithoutLease,
     /// A node keeps its Shared copies across a lease lapse (the home may have revoked them).
     KeepSharedAfterLeaseLapse,
+    /// After a node crash or join, the new home ignores what the survivors hold and rebuilds
+    /// every entry as uncached (reading the backing store).
+    RebuildWithoutHoldings,
 }
 
 fn run_cache(args: CacheSimArgs) -> anyhow::Result<()> {
@@ -190,6 +193,7 @@ fn run_cache(args: CacheSimArgs) -> anyhow::Result<()> {
         Some(CacheBug::SkipWriteBackOnEviction) => bugs.skip_write_back_on_eviction = true,
         Some(CacheBug::ServeWithoutLease) => bugs.serve_without_lease = true,
         Some(CacheBug::KeepSharedAfterLeaseLapse) => bugs.keep_shared_after_lease_lapse = true,
+        Some(CacheBug::RebuildWithoutHoldings) => bugs.rebuild_without_holdings = true,
         None => {}
     }
     let opts = cache::CacheSweepOptions {

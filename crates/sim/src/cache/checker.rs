@@ -10,6 +10,11 @@
 //! - **Lease**: a read served from a line at once happens less than `lease_ticks` after the
 //!   home last sent that node a confirmation (heartbeat answer or grant) it received.
 //! - **Durability after flush**: the backing store holds the newest version of every key.
+//! - **Node crash** ([`Checker::on_crash`]): the only writes that may be lost are, under
+//!   write-back, the writes the dead node acknowledged whose version had not reached the backing
+//!   store when it died (and, under either policy, writes never acknowledged). Under
+//!   write-through nothing completed may be lost: the next read must still return the last
+//!   completed write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +31,17 @@ pub struct Checker {
     issued: BTreeSet<(Key, Value)>,
     /// Newest version of each key whose write completed.
     completed_write: BTreeMap<Key, Version>,
+    /// The node that acknowledged each completed (key, version).
+    acknowledged_by: BTreeMap<(Key, Version), NodeId>,
+    /// Versions forgotten at a crash, with their values: they may still reappear (a write the
+    /// dead node sent before it died can still land), which is allowed — loss is permitted,
+    /// not required.
+    forgotten: BTreeSet<(Key, Version, Option<Value>)>,
+    /// Keys that existed when a node crashed: a write the dead node sent but never saw
+    /// acknowledged (nor any checker saw in a valid line) may still land in the backing store.
+    crashed_keys: BTreeSet<Key>,
+    /// Writes forgiven by the write-back carve-out (for the report).
+    pub forgiven_writes: u64,
     /// (node, home) -> newest send tick of a confirmation the node received from the home.
     confirmed: BTreeMap<(NodeId, NodeId), u64>,
     lease_ticks: u64,
@@ -56,12 +72,91 @@ impl Checker {
         self.issued.insert((key.clone(), value.clone()));
     }
 
-    /// A write of `key` completed with `version`.
-    pub fn on_write_completed(&mut self, key: &Key, version: Version) {
+    /// A write of `key` completed with `version`, acknowledged by `node`.
+    pub fn on_write_completed(&mut self, key: &Key, version: Version, node: NodeId, _tick: u64) {
+        self.acknowledged_by.insert((key.clone(), version), node);
         let entry = self.completed_write.entry(key.clone()).or_default();
         *entry = (*entry).max(version);
         let newest = self.newest.entry(key.clone()).or_default();
         *newest = (*newest).max(version);
+    }
+
+    /// `node` adopted a new membership view: confirmations it received before no longer count
+    /// (its leases start over).
+    pub fn on_view_adopted(&mut self, node: NodeId) {
+        self.confirmed.retain(|(to, _), _| *to != node);
+    }
+
+    /// `dead` crashed. `backing` is the backing store now, `surviving` the newest version of
+    /// each key in a surviving node's lines. Returns, per key whose last completed write is
+    /// forgiven, the version reads must still reach (reads outstanding now are lowered to it).
+    ///
+    /// The carve-out, exactly: under write-back (`write_back`), if the last completed write of
+    /// a key was acknowledged by `dead` and its version is above the backing store's, then every
+    /// completed write above the backing store's version must have been acknowledged by `dead`
+    /// too (else it is a violation later: it is still required), and those are forgiven. Under
+    /// write-through nothing completed is forgiven. Versions no survivor holds and no completed
+    /// write names (unacknowledged writes of the dead node) are forgotten under both policies,
+    /// so the versions may be written again with other values.
+    pub fn on_crash(
+        &mut self,
+        dead: NodeId,
+        write_back: bool,
+        backing: &BTreeMap<Key, LineData>,
+        surviving: &BTreeMap<Key, Version>,
+    ) -> BTreeMap<Key, Version> {
+        let mut floors = BTreeMap::new();
+        let keys: Vec<Key> = self.newest.keys().cloned().collect();
+        for key in keys {
+            self.crashed_keys.insert(key.clone());
+            let stored = backing
+                .get(&key)
+                .map(|data| data.version)
+                .unwrap_or_default();
+            let completed = self.completed_write.get(&key).copied().unwrap_or_default();
+            let by_dead = self.acknowledged_by.get(&(key.clone(), completed)) == Some(&dead);
+            let mut required = completed;
+            if write_back && by_dead && completed > stored {
+                // Keep every completed write above the backing store that another node
+                // acknowledged: only the dead node's own writes are forgiven.
+                let kept = self
+                    .acknowledged_by
+                    .range((key.clone(), stored)..=(key.clone(), completed))
+                    .filter(|((_, version), node)| **node != dead && *version > stored)
+                    .map(|((_, version), _)| *version)
+                    .max()
+                    .unwrap_or(stored);
+                self.forgiven_writes += self
+                    .acknowledged_by
+                    .range((key.clone(), kept)..=(key.clone(), completed))
+                    .filter(|((_, version), node)| **node == dead && *version > kept)
+                    .count() as u64;
+                required = kept;
+                self.completed_write.insert(key.clone(), kept);
+                floors.insert(key.clone(), kept);
+            }
+            let keep = required
+                .max(stored)
+                .max(surviving.get(&key).copied().unwrap_or_default());
+            let newest = self.newest.entry(key.clone()).or_default();
+            if *newest > keep {
+                *newest = keep;
+                let forgotten: Vec<(Version, Option<Value>)> = self
+                    .values
+                    .iter()
+                    .filter(|((k, version), _)| *k == key && *version > keep)
+                    .map(|((_, version), value)| (*version, value.clone()))
+                    .collect();
+                for (version, value) in forgotten {
+                    self.forgotten.insert((key.clone(), version, value));
+                }
+                self.values
+                    .retain(|(k, version), _| *k != key || *version <= keep);
+                self.acknowledged_by
+                    .retain(|(k, version), _| *k != key || *version <= keep);
+            }
+        }
+        floors
     }
 
     /// Checks a completed read.
@@ -187,6 +282,23 @@ impl Checker {
     pub fn check_backing(&self, backing: &BTreeMap<Key, LineData>) -> Result<(), String> {
         for (key, newest) in &self.newest {
             let stored = backing.get(key).cloned().unwrap_or_default();
+            if stored.version > *newest
+                && self
+                    .forgotten
+                    .contains(&(key.clone(), stored.version, stored.value.clone()))
+            {
+                continue; // a forgiven write that landed after all
+            }
+            let unseen_write_of_a_dead_node = stored.version > *newest
+                && self.crashed_keys.contains(key)
+                && !self.values.contains_key(&(key.clone(), stored.version))
+                && stored
+                    .value
+                    .as_ref()
+                    .is_none_or(|value| self.issued.contains(&(key.clone(), value.clone())));
+            if unseen_write_of_a_dead_node {
+                continue;
+            }
             let expected = self.values.get(&(key.clone(), *newest)).cloned();
             if stored.version != *newest
                 || expected

@@ -62,6 +62,16 @@ pub struct CacheSeedReport {
     pub trace_hash: u64,
     /// The fault mix and configuration drawn for this seed.
     pub swarm: String,
+    /// Node crashes (each followed by a view change, most by a restart and another one).
+    pub crashes: u64,
+    /// Operations lost with a crashed node (their clients saw an error).
+    pub errored_ops: u64,
+    /// Completed writes forgiven by the write-back carve-out (acknowledged by a node that died
+    /// before writing them back).
+    pub forgiven_writes: u64,
+    /// Longest time, in ticks, from issuing a view to every live node having adopted it and every
+    /// home having rebuilt its entries (the lines of a crashed node reclaimed).
+    pub recovery_ticks_max: u64,
 }
 
 /// The verdict on a sweep of seeds.
@@ -76,6 +86,10 @@ struct Swarm {
     eviction_policy: EvictionPolicy,
     capacity_entries: usize,
     op_every_ticks: u64,
+    /// Nodes crash (and restart as fresh members).
+    crashes: bool,
+    /// A view reaches each node after its own delay of up to this many ticks.
+    view_delay_ticks_max: u64,
 }
 
 impl Swarm {
@@ -116,6 +130,8 @@ impl Swarm {
             },
             capacity_entries: [1, 2, 3, 8][rng.random_range(0..4)],
             op_every_ticks: rng.random_range(1..=6),
+            crashes: rng.random_bool(0.6),
+            view_delay_ticks_max: rng.random_range(0..=40),
         }
     }
 }
@@ -176,6 +192,9 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
     }
     world.net.set_default_faults(swarm.link);
     let hosts = world.host_ids();
+    // A majority stays up, so crashes never take every copy of the cluster at once.
+    let live_min = opts.nodes / 2 + 1;
+    let mut restarts: Vec<(u64, NodeId)> = Vec::new();
     let keys: Vec<Key> = (0..opts.keys).map(|k| Key::from(format!("k{k}"))).collect();
     let mut heal_at: Option<u64> = None;
     let mut writes = 0u64;
@@ -195,11 +214,36 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
             world.net.isolate(victim, &hosts);
             heal_at = Some(now + rng.random_range(20..150));
         }
+        if swarm.crashes {
+            let live: Vec<NodeId> = world.hosts.keys().copied().collect();
+            if live.len() as u64 > live_min && rng.random_range(0..150) == 0 {
+                let victim = live[rng.random_range(0..live.len())];
+                world.crash(victim, swarm.view_delay_ticks_max);
+                restarts.push((now + rng.random_range(50..250), victim));
+            }
+            let due: Vec<NodeId> = restarts
+                .iter()
+                .filter(|(at, _)| *at <= now)
+                .map(|(_, node)| *node)
+                .collect();
+            restarts.retain(|(at, _)| *at > now);
+            for node in due {
+                world.restart(node, swarm.view_delay_ticks_max);
+            }
+            if world.violation.is_some() {
+                break;
+            }
+        }
+        let serving: Vec<NodeId> = hosts
+            .iter()
+            .map(|id| NodeId(*id))
+            .filter(|id| world.serving(*id))
+            .collect();
         for client in 0..opts.clients {
             if world.client_busy(client) || rng.random_range(0..swarm.op_every_ticks) != 0 {
                 continue;
             }
-            let node = NodeId(hosts[rng.random_range(0..hosts.len())]);
+            let node = serving[rng.random_range(0..serving.len())];
             let key = keys[rng.random_range(0..keys.len())].clone();
             let kind = match rng.random_range(0..100) {
                 0..45 => ClientOpKind::Read,
@@ -214,7 +258,9 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
         }
     }
 
-    // Liveness phase: faults stop; every outstanding operation must complete in time.
+    // Liveness phase: faults stop and the views settle (the failure detector has converged);
+    // every outstanding operation must complete in time.
+    world.settle_views();
     world.net.heal();
     world.net.set_default_faults(LinkFaults {
         drop_probability: 0.0,
@@ -231,7 +277,7 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
         if world.outstanding() > 0 {
             liveness_failure = Some(format!(
                 "liveness failure: {} operations still pending {LIVENESS_BOUND_TICKS} ticks after \
-                 faults stopped; oldest: {}\n  {}",
+                 faults stopped and the view settled; oldest: {}\n  {}",
                 world.outstanding(),
                 world.oldest_outstanding().unwrap_or_default(),
                 replay(seed, opts)
@@ -240,7 +286,8 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
     }
     // Shutdown: every node flushes; then the backing store must hold every last write.
     if world.violation.is_none() && liveness_failure.is_none() {
-        for (client, host) in hosts.iter().enumerate() {
+        let live: Vec<u64> = world.host_ids();
+        for (client, host) in live.iter().enumerate() {
             world.submit(
                 opts.clients + client,
                 NodeId(*host),
@@ -274,6 +321,10 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
         liveness_failure,
         trace_hash: world.trace_hash(),
         swarm: swarm_text,
+        crashes: world.crashes,
+        errored_ops: world.errored_ops,
+        forgiven_writes: world.forgiven_writes(),
+        recovery_ticks_max: world.recovery_ticks_max,
     }
 }
 

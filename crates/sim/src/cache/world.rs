@@ -21,11 +21,14 @@ use crate::net::{Envelope, SimMessage, SimNetwork};
 /// One tick of simulated time: 10 ms.
 pub const TICK_US: u64 = 10_000;
 
-/// A coherence message on the simulated wire, stamped with the sender's tick.
+/// A coherence message on the simulated wire, stamped with the sender's tick and membership
+/// epoch.
 #[derive(Clone, Debug)]
 pub struct WireMessage {
     /// Tick at which it was sent (for the lease checker).
     pub sent_tick: u64,
+    /// The sender's membership epoch (the receiver drops messages of any other epoch).
+    pub epoch: u64,
     /// The message.
     pub message: CoherenceMessage,
 }
@@ -49,6 +52,8 @@ fn kind_of(message: &CoherenceMessage) -> &'static str {
         CoherenceMessage::PutAck { .. } => "PutAck",
         CoherenceMessage::WriteBackAck { .. } => "WriteBackAck",
         CoherenceMessage::HeartbeatAck { .. } => "HeartbeatAck",
+        CoherenceMessage::Holdings { .. } => "Holdings",
+        CoherenceMessage::HoldingsAck => "HoldingsAck",
     }
 }
 
@@ -61,6 +66,10 @@ impl SimMessage for WireMessage {
             CoherenceMessage::FetchResponse { data, .. } => {
                 data.as_ref().map_or(0, LineData::size_bytes)
             }
+            CoherenceMessage::Holdings { lines } => lines
+                .iter()
+                .map(|line| 32 + line.key.len() + line.data.size_bytes())
+                .sum(),
             _ => 0,
         };
         32 + data
@@ -80,8 +89,14 @@ pub struct RingHomes {
 impl RingHomes {
     /// A ring over nodes `1..=nodes`.
     pub fn new(nodes: u64) -> Self {
+        let members: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
+        Self::of_members(&members)
+    }
+
+    /// A ring over `members` (the same members give the same ring, whatever their order).
+    pub fn of_members(members: &[NodeId]) -> Self {
         let mut ring = HashRing::new(64).expect("64 virtual nodes is in range");
-        for id in 1..=nodes {
+        for id in members {
             ring.add(format!("n{id}")).expect("distinct member names");
         }
         Self { ring }
@@ -93,6 +108,10 @@ impl HomeSelector for RingHomes {
         let name = self.ring.owner(key).expect("the ring has members");
         NodeId(name[1..].parse().expect("member names are n<number>"))
     }
+
+    fn set_members(&mut self, members: &[NodeId]) {
+        *self = Self::of_members(members);
+    }
 }
 
 /// One simulated machine: the node side and the home side of one cache node.
@@ -102,6 +121,20 @@ pub struct SimHost {
     pub node: CacheNode<RingHomes>,
     /// The home side.
     pub directory: Directory,
+}
+
+impl SimHost {
+    fn new(id: NodeId, config: &CacheConfig, epoch: u64, members: &[NodeId]) -> Self {
+        let homes = RingHomes::of_members(members);
+        let mut node = CacheNode::new(id, config.clone(), homes, members.to_vec())
+            .expect("simulation config is valid");
+        let mut directory = Directory::new(id, config.clone()).expect("simulation config is valid");
+        // A fresh host learns the view it joins before it does anything; nothing is in flight
+        // yet, so the reports go out on its first tick.
+        let _ = node.set_members(epoch, members.to_vec());
+        let _ = directory.set_members(epoch, members.to_vec());
+        Self { node, directory }
+    }
 }
 
 /// What a simulated client asked for.
@@ -126,6 +159,14 @@ struct ClientOp {
     required: Version,
 }
 
+/// A membership view on its way to one host.
+#[derive(Clone, Debug)]
+struct ViewDelivery {
+    host: NodeId,
+    epoch: u64,
+    members: Vec<NodeId>,
+}
+
 /// The simulated cluster.
 #[derive(Debug)]
 pub struct CacheWorld {
@@ -133,7 +174,23 @@ pub struct CacheWorld {
     pub hosts: BTreeMap<NodeId, SimHost>,
     /// The network between them.
     pub net: SimNetwork<WireMessage>,
-    homes: RingHomes,
+    config: CacheConfig,
+    /// The newest view: epoch and members.
+    view: (u64, Vec<NodeId>),
+    /// Views not yet delivered, by (tick due, sequence).
+    view_queue: BTreeMap<(u64, u64), ViewDelivery>,
+    view_seq: u64,
+    /// Per crashed host, the tick it crashed (until it restarts).
+    crashed: BTreeMap<NodeId, u64>,
+    /// Operations lost with a crashed node (their clients saw an error).
+    pub errored_ops: u64,
+    /// Crashes so far.
+    pub crashes: u64,
+    /// Per view epoch, the tick it was issued; and the longest time from a view to the end of
+    /// every live home's recovery (reclaiming the lines of a crashed node).
+    view_issued_tick: BTreeMap<u64, u64>,
+    /// Longest time from a view change to every live home having rebuilt its entries.
+    pub recovery_ticks_max: u64,
     backing: BTreeMap<Key, LineData>,
     backing_queue: BTreeMap<(u64, u64), (NodeId, BackingRequest)>,
     backing_seq: u64,
@@ -156,22 +213,23 @@ pub struct CacheWorld {
 impl CacheWorld {
     /// A cluster of `nodes` hosts with `config`; `seed` drives the network and backing latency.
     pub fn new(nodes: u64, config: &CacheConfig, seed: u64, trace: bool) -> Self {
-        let homes = RingHomes::new(nodes);
-        let peers: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
-        let hosts = peers
+        let members: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
+        let hosts = members
             .iter()
-            .map(|id| {
-                let node = CacheNode::new(*id, config.clone(), homes.clone(), peers.clone())
-                    .expect("simulation config is valid");
-                let directory =
-                    Directory::new(*id, config.clone()).expect("simulation config is valid");
-                (*id, SimHost { node, directory })
-            })
+            .map(|id| (*id, SimHost::new(*id, config, 1, &members)))
             .collect();
         Self {
             hosts,
             net: SimNetwork::new(crate::raft::derive_seed(seed, 21)),
-            homes,
+            config: config.clone(),
+            view: (1, members),
+            view_queue: BTreeMap::new(),
+            view_seq: 0,
+            crashed: BTreeMap::new(),
+            errored_ops: 0,
+            crashes: 0,
+            view_issued_tick: BTreeMap::new(),
+            recovery_ticks_max: 0,
             backing: BTreeMap::new(),
             backing_queue: BTreeMap::new(),
             backing_seq: 0,
@@ -273,6 +331,7 @@ impl CacheWorld {
             ClientOpKind::Evict => host.node.evict(key.clone()),
             ClientOpKind::Flush => Ok(host.node.flush()),
         };
+        let home = host.node.home_of(&key);
         let kind_text = format!("{kind:?}");
         let key_text = format!("{key:?}");
         self.note(
@@ -296,7 +355,6 @@ impl CacheWorld {
         match step {
             OpStep::Done { result, outbound } => {
                 if matches!(result, OpResult::Read(_)) {
-                    let home = self.homes.home_of(&key);
                     if let Err(why) = self.checker.on_hit(node, home, self.now_tick) {
                         self.fail(why);
                     }
@@ -334,7 +392,10 @@ impl CacheWorld {
                     self.fail(why);
                 }
             }
-            OpResult::Written(version) => self.checker.on_write_completed(&op.key, *version),
+            OpResult::Written(version) => {
+                self.checker
+                    .on_write_completed(&op.key, *version, node, op.issued_tick)
+            }
             OpResult::Evicted | OpResult::Flushed => {}
         }
     }
@@ -352,11 +413,15 @@ impl CacheWorld {
     }
 
     fn dispatch(&mut self, from: NodeId, outbound: Vec<Outbound>) {
+        let Some(epoch) = self.hosts.get(&from).map(|host| host.node.epoch()) else {
+            return;
+        };
         for effect in outbound {
             match effect {
                 Outbound::Send { to, message } => {
                     let wire = WireMessage {
                         sent_tick: self.now_tick,
+                        epoch,
                         message,
                     };
                     self.net.send(self.now_tick * TICK_US, from.0, to.0, wire);
@@ -376,23 +441,34 @@ impl CacheWorld {
         self.steps += 1;
         let from = NodeId(envelope.from);
         let to = NodeId(envelope.to);
-        let WireMessage { sent_tick, message } = envelope.message;
+        let WireMessage {
+            sent_tick,
+            epoch,
+            message,
+        } = envelope.message;
         self.trace_hash.write(kind_of(&message).as_bytes());
         if let Some(key) = message.key() {
             self.trace_hash.write(key);
         }
-        self.note(|| format!("n{from}->n{to} {message:?}"), &[4, from.0, to.0]);
-        if matches!(
-            message,
-            CoherenceMessage::HeartbeatAck { .. } | CoherenceMessage::Grant { .. }
-        ) {
+        self.note(
+            || format!("n{from}->n{to} e{epoch} {message:?}"),
+            &[4, from.0, to.0, epoch],
+        );
+        let Some(host) = self.hosts.get_mut(&to) else {
+            return; // crashed: the message is lost
+        };
+        if epoch == host.node.epoch()
+            && matches!(
+                message,
+                CoherenceMessage::HeartbeatAck { .. } | CoherenceMessage::Grant { .. }
+            )
+        {
             self.checker.on_confirmation(to, from, sent_tick);
         }
-        let host = self.hosts.get_mut(&to).expect("known node");
         let out = if message.is_for_directory() {
-            host.directory.handle(from, message)
+            host.directory.handle_at(from, epoch, message)
         } else {
-            host.node.on_message(from, message)
+            host.node.on_message_at(from, epoch, message)
         };
         self.dispatch(to, out);
         self.check();
@@ -417,23 +493,190 @@ impl CacheWorld {
             || format!("backing -> n{home} {:?}: {result_text}", request.key),
             &[5, home.0],
         );
-        let out = self
-            .hosts
-            .get_mut(&home)
-            .expect("known node")
-            .directory
-            .on_backing(BackingResponse {
-                id: request.id,
-                key: request.key,
-                result,
-            });
+        // The backing store is a separate process: a write applies even if its home crashed.
+        let Some(host) = self.hosts.get_mut(&home) else {
+            return;
+        };
+        let out = host.directory.on_backing(BackingResponse {
+            id: request.id,
+            key: request.key,
+            result,
+        });
         self.dispatch(home, out);
         self.check();
+    }
+
+    /// Completed writes forgiven by the write-back carve-out so far.
+    pub fn forgiven_writes(&self) -> u64 {
+        self.checker.forgiven_writes
+    }
+
+    /// The newest view's epoch and members.
+    pub fn view(&self) -> (u64, &[NodeId]) {
+        (self.view.0, &self.view.1)
+    }
+
+    /// Hosts that crashed and have not restarted, with the tick they crashed.
+    pub fn crashed(&self) -> &BTreeMap<NodeId, u64> {
+        &self.crashed
+    }
+
+    /// Whether every live host has adopted the newest view and every home finished rebuilding.
+    pub fn view_settled(&self) -> bool {
+        self.view_queue.is_empty()
+            && self
+                .hosts
+                .values()
+                .all(|host| host.node.epoch() == self.view.0 && !host.directory.is_recovering())
+    }
+
+    /// Whether `node` is alive and a member of the view it has adopted (it may take clients).
+    pub fn serving(&self, node: NodeId) -> bool {
+        self.hosts
+            .get(&node)
+            .is_some_and(|host| host.node.members().contains(&node))
+    }
+
+    /// Issues the view `members` (next epoch) and schedules its delivery to every live host,
+    /// each after its own delay in `0..=delay_ticks_max` (so hosts adopt it at different times,
+    /// and possibly after a newer view, which they then ignore).
+    fn issue_view(&mut self, members: Vec<NodeId>, delay_ticks_max: u64) {
+        let epoch = self.view.0 + 1;
+        self.view = (epoch, members.clone());
+        self.view_issued_tick.insert(epoch, self.now_tick);
+        let hosts: Vec<NodeId> = self.hosts.keys().copied().collect();
+        for host in hosts {
+            let delay = self.rng.random_range(0..=delay_ticks_max);
+            self.view_seq += 1;
+            self.view_queue.insert(
+                (self.now_tick + delay, self.view_seq),
+                ViewDelivery {
+                    host,
+                    epoch,
+                    members: members.clone(),
+                },
+            );
+        }
+        let members_text = format!("{members:?}");
+        self.note(|| format!("VIEW e{epoch} {members_text}"), &[6, epoch]);
+    }
+
+    /// Crashes `node` (its state is gone; operations outstanding there fail) and issues the view
+    /// without it. Under write-back, the checker forgives exactly the writes this node
+    /// acknowledged that had not reached the backing store.
+    pub fn crash(&mut self, node: NodeId, view_delay_ticks_max: u64) {
+        self.steps += 1;
+        if self.hosts.remove(&node).is_none() {
+            return;
+        }
+        self.crashes += 1;
+        self.crashed.insert(node, self.now_tick);
+        // What it already sent stays in the network and may arrive late (stale epochs).
+        self.note(|| format!("CRASH n{node}"), &[7, node.0]);
+        let lost: Vec<(NodeId, OpId)> = self
+            .outstanding
+            .keys()
+            .filter(|(at, _)| *at == node)
+            .copied()
+            .collect();
+        for key in lost {
+            let op = self.outstanding.remove(&key).expect("listed above");
+            self.busy_clients.remove(&op.client);
+            self.errored_ops += 1;
+        }
+        let mut surviving: BTreeMap<Key, Version> = BTreeMap::new();
+        for host in self.hosts.values() {
+            for (key, line) in host.node.store().iter() {
+                let version = surviving.entry(key.clone()).or_default();
+                *version = (*version).max(line.data.version);
+            }
+        }
+        let write_back = self.config.write_policy == distsync_cache::WritePolicy::WriteBack;
+        let floors = self
+            .checker
+            .on_crash(node, write_back, &self.backing, &surviving);
+        for op in self.outstanding.values_mut() {
+            if let Some(floor) = floors.get(&op.key) {
+                op.required = op.required.min(*floor);
+            }
+        }
+        let members: Vec<NodeId> = self
+            .view
+            .1
+            .iter()
+            .copied()
+            .filter(|member| *member != node)
+            .collect();
+        self.issue_view(members, view_delay_ticks_max);
+    }
+
+    /// Restarts crashed `node` as a fresh member (empty store, new directory) and issues the
+    /// view with it.
+    pub fn restart(&mut self, node: NodeId, view_delay_ticks_max: u64) {
+        self.steps += 1;
+        if self.crashed.remove(&node).is_none() {
+            return;
+        }
+        let mut members = self.view.1.clone();
+        members.push(node);
+        members.sort();
+        self.note(|| format!("RESTART n{node}"), &[8, node.0]);
+        self.issue_view(members.clone(), view_delay_ticks_max);
+        let epoch = self.view.0;
+        self.hosts
+            .insert(node, SimHost::new(node, &self.config, epoch, &members));
+        // The fresh host already has the view; drop its own scheduled delivery.
+        self.view_queue.retain(|_, delivery| delivery.host != node);
+    }
+
+    /// Delivers every scheduled view now (the failure detector has converged).
+    pub fn settle_views(&mut self) {
+        while let Some((_, delivery)) = self.view_queue.pop_first() {
+            self.adopt(delivery);
+        }
+    }
+
+    fn adopt(&mut self, delivery: ViewDelivery) {
+        self.steps += 1;
+        let ViewDelivery {
+            host: id,
+            epoch,
+            members,
+        } = delivery;
+        let Some(host) = self.hosts.get_mut(&id) else {
+            return;
+        };
+        if epoch <= host.node.epoch() {
+            return;
+        }
+        let mut out = host.node.set_members(epoch, members.clone());
+        out.extend(host.directory.set_members(epoch, members));
+        self.checker.on_view_adopted(id);
+        self.note(|| format!("n{id} adopts e{epoch}"), &[9, id.0, epoch]);
+        self.dispatch(id, out);
+        self.check();
+    }
+
+    fn note_recovery(&mut self) {
+        let epoch = self.view.0;
+        if let Some(issued) = self.view_issued_tick.get(&epoch).copied()
+            && self.view_settled()
+        {
+            self.recovery_ticks_max = self.recovery_ticks_max.max(self.now_tick - issued);
+            self.view_issued_tick.remove(&epoch);
+        }
     }
 
     /// Advances one tick: delivers what is due, then ticks every node and directory.
     pub fn run_tick(&mut self) {
         self.now_tick += 1;
+        while let Some(entry) = self.view_queue.first_entry() {
+            if entry.key().0 > self.now_tick {
+                break;
+            }
+            let delivery = entry.remove();
+            self.adopt(delivery);
+        }
         let now_us = self.now_tick * TICK_US;
         while let Some(envelope) = self.net.pop_due(now_us) {
             self.deliver(envelope);
@@ -454,6 +697,7 @@ impl CacheWorld {
             self.dispatch(id, out);
             self.check();
         }
+        self.note_recovery();
     }
 
     /// After every node flushed: the backing store must hold the newest version of every key.
