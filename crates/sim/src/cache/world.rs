@@ -354,10 +354,10 @@ impl CacheWorld {
         };
         match step {
             OpStep::Done { result, outbound } => {
-                if matches!(result, OpResult::Read(_)) {
-                    if let Err(why) = self.checker.on_hit(node, home, self.now_tick) {
-                        self.fail(why);
-                    }
+                if matches!(result, OpResult::Read(_))
+                    && let Err(why) = self.checker.on_hit(node, home, self.now_tick)
+                {
+                    self.fail(why);
                 }
                 self.finish_op(node, op, result);
                 self.dispatch(node, outbound);
