@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -126,20 +125,6 @@ def wait_until(predicate, limit, what):
             return
         time.sleep(0.02)
     raise RuntimeError(f"{what} not within {limit} s")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentiles(samples):
