@@ -124,7 +124,7 @@ def run_bench(bin_path, cluster, workload, clients, seconds, command, progress):
         "contended": raw["contended"],
         "warmup_s": 1,
         "targets": len(cluster.targets),
-        "bench_command": shlex.join(argv),
+        "bench_command": shlex.join([os.path.relpath(argv[0], benchlib.ROOT)] + argv[1:]),
     }
     extra = {
         "acquire_latency_ms": raw["acquire_ms"],
@@ -230,31 +230,35 @@ def main():
     workloads = args.workloads.split(",")
     command = benchlib.script_command()
     seconds = str(args.seconds)
+    # Every cluster runs for the whole script (idle ones cost little), and each configuration is
+    # measured on distsync and etcd back to back, so both see the same machine load.
     plan = []
-    for system in systems:
-        for nodes in nodes_list:
-            for workload in workloads:
-                if system == "etcd" and workload == "shared-heavy":
-                    print("etcd has no shared locks: shared-heavy runs against distsync only",
-                          file=sys.stderr)
-                    continue
-                plan.extend((system, nodes, workload, c) for c in clients)
+    for nodes in nodes_list:
+        for workload in workloads:
+            for count in clients:
+                for system in systems:
+                    if system == "etcd" and workload == "shared-heavy":
+                        continue
+                    plan.append((system, nodes, workload, count))
+    if "etcd" in systems and "shared-heavy" in workloads:
+        print("etcd has no shared locks: shared-heavy runs against distsync only",
+              file=sys.stderr)
     results = []
     work = tempfile.mkdtemp(prefix="distsync-bench-lock-")
-    cluster = None
+    clusters = {}
     started = time.monotonic()
     try:
-        for index, (system, nodes, workload, count) in enumerate(plan):
-            if cluster is None or (cluster.system, cluster.nodes) != (system, nodes):
-                if cluster is not None:
-                    cluster.stop()
+        for system in systems:
+            for nodes in nodes_list:
                 base = args.base_port + (0 if system == "distsync" else 200) + nodes * 10
-                cluster = (start_distsync(args.bin, nodes, base, work) if system == "distsync"
-                           else start_etcd(nodes, base, work))
-            results.append(run_bench(args.bin, cluster, workload, count, seconds, command,
-                                     f"{index + 1}/{len(plan)}"))
+                clusters[(system, nodes)] = (
+                    start_distsync(args.bin, nodes, base, work) if system == "distsync"
+                    else start_etcd(nodes, base, work))
+        for index, (system, nodes, workload, count) in enumerate(plan):
+            results.append(run_bench(args.bin, clusters[(system, nodes)], workload, count,
+                                     seconds, command, f"{index + 1}/{len(plan)}"))
     finally:
-        if cluster is not None:
+        for cluster in clusters.values():
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s; "
