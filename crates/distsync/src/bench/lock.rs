@@ -1,17 +1,22 @@
-//! `distsync bench lock`: clients doing acquire+release pairs, uncontended or on one hot name.
+//! `distsync bench lock`: clients doing acquire+release pairs, uncontended or on one hot name,
+//! against distsync or, with the same client loop and accounting, against etcd.
 
+use super::etcd::{EtcdGateway, EtcdLease};
 use crate::lock_cmd::ModeArg;
-use anyhow::Context;
-use clap::Args;
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use distsync_api::LockMode;
-use distsync_client::{Client, ClientConfig};
+use distsync_client::{Client, ClientConfig, Session};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
 /// Measure acquire+release pairs per second and their latency.
 #[derive(Debug, Args)]
 pub struct LockBenchArgs {
-    /// Lock nodes' HTTP addresses (clients spread over them).
+    /// Which lock service the targets run.
+    #[arg(long, value_enum, default_value_t = LockSystem::Distsync)]
+    pub system: LockSystem,
+    /// Lock nodes' HTTP addresses, or etcd client URLs' `host:port` (clients spread over them).
     #[arg(
         long,
         value_delimiter = ',',
@@ -28,7 +33,7 @@ pub struct LockBenchArgs {
     /// Every client uses the same lock name (measures handoffs).
     #[arg(long)]
     pub contended: bool,
-    /// Lock mode.
+    /// Lock mode (etcd has exclusive locks only).
     #[arg(long, value_enum, default_value_t = ModeArg::Exclusive)]
     pub mode: ModeArg,
     /// Stop after this many pairs in total (bounds the run besides --duration).
@@ -37,6 +42,81 @@ pub struct LockBenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A lock service the benchmark can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LockSystem {
+    /// distsync's lock service (`distsync serve lock`).
+    Distsync,
+    /// etcd's v3 lock API over its JSON gateway.
+    Etcd,
+}
+
+/// One benchmark client's session with the system under test: a distsync session or an etcd
+/// lease, each kept alive in the background.
+enum BenchSession {
+    Distsync { client: Client, session: Session },
+    Etcd(EtcdLease),
+}
+
+/// What a release needs: distsync's fencing token, or the key etcd created for the holder.
+enum Held {
+    Fencing(u64),
+    EtcdKey(String),
+}
+
+/// Sessions outlive any run; the keep-alive keeps them from expiring anyway.
+const SESSION_TTL: Duration = Duration::from_secs(30);
+/// How long a distsync acquire waits before answering `timeout` (etcd's lock call has no limit).
+const ACQUIRE_WAIT: Duration = Duration::from_secs(10);
+
+impl BenchSession {
+    async fn open(system: LockSystem, target: &str) -> anyhow::Result<Self> {
+        Ok(match system {
+            LockSystem::Distsync => {
+                let client = Client::new(ClientConfig::new([target.to_string()]))
+                    .context("building a client")?;
+                let session = client.create_session(SESSION_TTL).await?;
+                BenchSession::Distsync { client, session }
+            }
+            LockSystem::Etcd => {
+                let (gateway, _) = EtcdGateway::connect(target).await?;
+                BenchSession::Etcd(gateway.grant_lease(SESSION_TTL).await?)
+            }
+        })
+    }
+
+    async fn acquire(&self, name: &str, mode: LockMode) -> anyhow::Result<Held> {
+        Ok(match self {
+            BenchSession::Distsync { client, session } => Held::Fencing(
+                client
+                    .acquire(session.id(), name, mode, ACQUIRE_WAIT)
+                    .await?
+                    .fencing_token,
+            ),
+            BenchSession::Etcd(lease) => Held::EtcdKey(lease.lock(name).await?),
+        })
+    }
+
+    async fn release(&self, name: &str, held: Held) -> anyhow::Result<()> {
+        match (self, held) {
+            (BenchSession::Distsync { client, session }, Held::Fencing(token)) => {
+                client.release(session.id(), name, Some(token)).await?;
+            }
+            (BenchSession::Etcd(lease), Held::EtcdKey(key)) => lease.unlock(&key).await?,
+            _ => bail!("a hold released through another system's session"),
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        match self {
+            BenchSession::Distsync { session, .. } => session.close().await?,
+            BenchSession::Etcd(lease) => lease.revoke().await?,
+        }
+        Ok(())
+    }
 }
 
 struct ClientResult {
@@ -60,6 +140,18 @@ pub fn run(args: LockBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
+    if args.system == LockSystem::Etcd && matches!(args.mode, ModeArg::Shared) {
+        bail!(
+            "etcd has no shared locks (its lock API grants exclusive locks only); run --mode shared against distsync"
+        );
+    }
+    if args.targets.is_empty() {
+        bail!("--targets names no node");
+    }
+    let server_version = match args.system {
+        LockSystem::Distsync => None,
+        LockSystem::Etcd => Some(EtcdGateway::connect(&args.targets[0]).await?.1),
+    };
     let warmup = Duration::from_secs(1);
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -69,7 +161,7 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
     for index in 0..args.clients {
         // Each client talks to one node, round-robin, as a fleet of clients would.
         let target = args.targets[index % args.targets.len()].clone();
-        let client = Client::new(ClientConfig::new([target])).context("building a client")?;
+        let system = args.system;
         let mode: LockMode = args.mode.into();
         let name = if args.contended {
             "bench-hot".to_string()
@@ -77,7 +169,7 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
             format!("bench-{index}")
         };
         tasks.push(tokio::spawn(async move {
-            let session = client.create_session(Duration::from_secs(30)).await?;
+            let session = BenchSession::open(system, &target).await?;
             let mut result = ClientResult {
                 pairs: 0,
                 errors: 0,
@@ -86,18 +178,14 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
             };
             while Instant::now() < stop_at && result.pairs < pairs_per_client {
                 let began = Instant::now();
-                let acquired = client
-                    .acquire(session.id(), &name, mode, Duration::from_secs(10))
-                    .await;
+                let acquired = session.acquire(&name, mode).await;
                 let acquired_at = Instant::now();
-                let released = match &acquired {
-                    Ok(grant) => client
-                        .release(session.id(), &name, Some(grant.fencing_token))
-                        .await
-                        .map(|_| ()),
-                    Err(_) => Ok(()),
+                let released = match acquired {
+                    Ok(held) => session.release(&name, held).await,
+                    Err(error) => Err(error),
                 };
-                if acquired.is_err() || released.is_err() {
+                if let Err(error) = released {
+                    tracing::debug!(%error, "pair failed");
                     result.errors += 1;
                     continue;
                 }
@@ -136,6 +224,8 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
     };
     let report = serde_json::json!({
         "benchmark": "lock",
+        "system": format!("{:?}", args.system).to_lowercase(),
+        "server_version": server_version,
         "targets": args.targets,
         "clients": args.clients,
         "contended": args.contended,
@@ -151,7 +241,8 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "clients={} contended={} pairs={} errors={} pairs/s={:.0} pair p50={:.2}ms p90={:.2}ms p99={:.2}ms acquire p50={:.2}ms p99={:.2}ms",
+            "system={:?} clients={} contended={} pairs={} errors={} pairs/s={:.0} pair p50={:.2}ms p90={:.2}ms p99={:.2}ms acquire p50={:.2}ms p99={:.2}ms",
+            args.system,
             args.clients,
             args.contended,
             pairs,

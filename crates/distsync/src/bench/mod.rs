@@ -1,6 +1,7 @@
 //! `distsync bench …`: load generators that report throughput and latency percentiles. Every
 //! service's benchmark is a variant of [`BenchTarget`]; each lives next to its service's client.
 
+mod etcd;
 mod lock;
 
 use clap::{Args, Subcommand};

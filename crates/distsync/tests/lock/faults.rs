@@ -226,6 +226,38 @@ async fn minority_side_of_a_partition_answers_no_leader_and_grants_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_leader_answers_no_leader_when_it_steps_down_not_at_the_commit_timeout() {
+    // A write the old leader accepted just before being cut off cannot commit; once CheckQuorum
+    // makes it step down (about one election timeout) it must answer 503 no_leader at once, not
+    // hold the client until the commit timeout (3 s by default).
+    let cluster = LockCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let session = cluster
+        .client()
+        .create_session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    let isolated_http = cluster.nodes[&leader].http.clone();
+    cluster.partition(&[leader], true).await;
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{isolated_http}/v1/locks/cut-off/acquire"))
+        .json(&serde_json::json!({"session_id": session.id(), "mode": "exclusive", "wait_ms": 0}))
+        .send()
+        .await
+        .expect("the cut-off node answers");
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: serde_json::Value = answer.json().await.expect("JSON error body");
+    assert_eq!(body["code"], "no_leader", "{body}");
+    assert!(
+        elapsed < Duration::from_millis(2_500),
+        "answered after {elapsed:?}: the pending proposal outlived the step-down"
+    );
+    cluster.partition(&[leader], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_cluster_sigkill_and_restart_keeps_sessions_and_locks() {
     // Proves durability: every node killed at once comes back from its WAL and snapshots with
     // the sessions and holds it had acknowledged.

@@ -22,6 +22,17 @@ pub async fn forward_to_leader(
     request: Request,
     next: Next,
 ) -> Response {
+    // A forwarded request comes from a node that believes this one leads. If this node knows no
+    // leader it was probably cut off and stepped down: bounce the request at once, so the
+    // client retries through nodes that know the new leader, rather than holding it here for
+    // the whole leader wait.
+    if request.headers().contains_key(FORWARDED_HEADER) && !service.raft.status().is_leader() {
+        return ApiError::new(
+            ErrorCode::NoLeader,
+            "forwarded to a node that is not the leader; retry",
+        )
+        .into_response();
+    }
     let status = match wait_for_leader(&service).await {
         Some(status) => status,
         None => {
@@ -34,13 +45,6 @@ pub async fn forward_to_leader(
     };
     if status.is_leader() {
         return next.run(request).await;
-    }
-    if request.headers().contains_key(FORWARDED_HEADER) {
-        return ApiError::new(
-            ErrorCode::NoLeader,
-            "forwarded to a node that is not the leader; retry",
-        )
-        .into_response();
     }
     let Some(leader_http) = status.leader_http().map(str::to_string) else {
         return ApiError::new(ErrorCode::NoLeader, "the leader's address is unknown")

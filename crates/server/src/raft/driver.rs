@@ -680,6 +680,12 @@ impl<SM: StateMachine> Driver<SM> {
                 for (_, run) in self.reads.drain() {
                     run(Err(DriverError::Dropped));
                 }
+                // So would its proposals: cut off from the majority, they commit only if another
+                // leader happens to keep them, and this node learns that only after the partition
+                // heals. Answer "outcome unknown, retry" now instead of holding every client
+                // until its commit timeout; a retry is idempotent, and an entry that commits
+                // anyway is applied with nobody left to answer.
+                self.fail_pending_through(u64::MAX);
             }
         }
         Ok(())
