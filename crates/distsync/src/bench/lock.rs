@@ -72,10 +72,13 @@ const SESSION_TTL: Duration = Duration::from_secs(30);
 const ACQUIRE_WAIT: Duration = Duration::from_secs(10);
 
 impl BenchSession {
-    async fn open(system: LockSystem, target: &str) -> anyhow::Result<Self> {
+    /// A session through `targets[0]`; a distsync client also knows the other targets (and so
+    /// follows the leader its first node names), an etcd client keeps to its one member.
+    async fn open(system: LockSystem, targets: &[String]) -> anyhow::Result<Self> {
+        let target = &targets[0];
         Ok(match system {
             LockSystem::Distsync => {
-                let client = Client::new(ClientConfig::new([target.to_string()]))
+                let client = Client::new(ClientConfig::new(targets.iter().cloned()))
                     .context("building a client")?;
                 let session = client.create_session(SESSION_TTL).await?;
                 BenchSession::Distsync { client, session }
@@ -159,8 +162,9 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
     let pairs_per_client = args.max_pairs / args.clients.max(1) as u64;
     let mut tasks = Vec::new();
     for index in 0..args.clients {
-        // Each client talks to one node, round-robin, as a fleet of clients would.
-        let target = args.targets[index % args.targets.len()].clone();
+        // Each client starts at another node, round-robin, as a fleet of clients would.
+        let mut targets = args.targets.clone();
+        targets.rotate_left(index % args.targets.len());
         let system = args.system;
         let mode: LockMode = args.mode.into();
         let name = if args.contended {
@@ -169,7 +173,7 @@ async fn run_async(args: LockBenchArgs) -> anyhow::Result<()> {
             format!("bench-{index}")
         };
         tasks.push(tokio::spawn(async move {
-            let session = BenchSession::open(system, &target).await?;
+            let session = BenchSession::open(system, &targets).await?;
             let mut result = ClientResult {
                 pairs: 0,
                 errors: 0,
