@@ -8,7 +8,7 @@ use crate::line::LineState;
 use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Version};
 
 /// A node-to-node coherence message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoherenceMessage {
     // ---- node -> home: transaction requests (retransmitted until answered) ----
     /// Read miss: asks for a readable copy (S, or E when no other node holds one).
