@@ -65,7 +65,9 @@ impl SplitMix {
 
 /// Cumulative Zipf probabilities over ranks 1..=n; a key is drawn by binary search.
 fn zipf_cdf(n: usize, exponent: f64) -> Vec<f64> {
-    let weights: Vec<f64> = (1..=n).map(|rank| 1.0 / (rank as f64).powf(exponent)).collect();
+    let weights: Vec<f64> = (1..=n)
+        .map(|rank| 1.0 / (rank as f64).powf(exponent))
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut cumulative = 0.0;
     weights
@@ -120,7 +122,8 @@ async fn hits_and_misses(stats_client: &CacheClient, nodes: usize) -> anyhow::Re
 
 async fn run_async(args: CacheBenchArgs) -> anyhow::Result<()> {
     let value = "v".repeat(args.value_bytes);
-    let key_names: Arc<Vec<String>> = Arc::new((0..args.keys).map(|i| format!("bench:{i}")).collect());
+    let key_names: Arc<Vec<String>> =
+        Arc::new((0..args.keys).map(|i| format!("bench:{i}")).collect());
     let clients: Vec<Arc<CacheClient>> = (0..args.clients)
         .map(|index| {
             let target = args.targets[index % args.targets.len()].clone();
@@ -223,9 +226,10 @@ async fn run_async(args: CacheBenchArgs) -> anyhow::Result<()> {
     };
     let elapsed = args.duration.as_secs_f64();
     let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
-    let scenario = args.scenario.clone().unwrap_or_else(|| {
-        format!("read-{:.0}", args.read_ratio * 100.0)
-    });
+    let scenario = args
+        .scenario
+        .clone()
+        .unwrap_or_else(|| format!("read-{:.0}", args.read_ratio * 100.0));
     let report = serde_json::json!({
         "schema": "distsync-bench/1",
         "service": "cache",

@@ -259,7 +259,8 @@ async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>)
         }
         b"DEL" | b"EXISTS" => {
             if args.len() < 2 {
-                return arity(2, out) && false;
+                arity(2, out);
+                return false;
             }
             if !args[1..].iter().all(|key| valid_key(key, out)) {
                 return false;
