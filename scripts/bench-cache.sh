@@ -72,20 +72,20 @@ stop_all() {
     pids=()
 }
 
-redis_bench() { # $1 = port, $2 = system, $3 = scenario suffix, $4 = durability
+redis_bench() { # $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability
     local port=$1 system=$2 csv command
     command="redis-benchmark -p $port -t get,set -n $requests -c 50 -r 100000 -d 100 --csv"
     csv=$($command | tr -d '\r')
     for test in SET GET; do
         line=$(printf '%s\n' "$csv" | grep "^\"$test\"")
-        result=$(python3 - "$line" "$system" "$test" "$requests" <<'PY'
+        result=$(python3 - "$line" "$system" "$test" "$requests" "$3" <<'PY'
 import csv, json, sys
 row = next(csv.reader([sys.argv[1]]))
 rps, avg, mn, p50, p95, p99, mx = map(float, row[1:8])
 ops = int(sys.argv[4])
 print(json.dumps({
     "schema": "distsync-bench/1", "service": "cache", "scenario": "redis-benchmark-" + sys.argv[3].lower(),
-    "system": sys.argv[2], "nodes": 1, "clients": 50,
+    "system": sys.argv[2], "nodes": int(sys.argv[5]), "clients": 50,
     "params": {"tool": "redis-benchmark", "requests": ops, "random_keys": 100000, "value_bytes": 100, "pipeline": 1},
     "duration_s": ops / rps, "ops": ops, "throughput_per_s": rps,
     "latency_ms": {"p50": p50, "p99": p99, "max": mx}, "errors": 0,
@@ -106,7 +106,7 @@ for nodes in 1 3; do
         save "cache-$1-distsync-${nodes}n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
     done
     if [ "$nodes" = 3 ]; then
-        redis_bench $((base + 201)) distsync "" "in-memory backing store, write-back; GET hits served from the node's store"
+        redis_bench $((base + 201)) distsync 3 "in-memory backing store, write-back; GET hits served from the node's store"
     fi
     stop_all
 done
@@ -114,5 +114,5 @@ done
 redis-server --port $((base + 300)) --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
 pids+=($!)
 until redis-cli -p $((base + 300)) ping >/dev/null 2>&1; do sleep 0.05; done
-redis_bench $((base + 300)) redis "" "no persistence (save '' appendonly no)"
+redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)"
 stop_all
