@@ -33,6 +33,10 @@ pub enum ErrorCode {
     UnknownReceipt,
     /// The shard holding the partition does not answer; other partitions keep working.
     ShardUnavailable,
+    /// A node the request needs (the key's home, or the node holding its only copy) did not
+    /// answer in time; the operation may still take effect later. Keys homed elsewhere keep
+    /// working.
+    NodeUnavailable,
     /// Something failed inside the node; the message says what.
     Internal,
 }

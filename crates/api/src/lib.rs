@@ -5,10 +5,12 @@
 //! Request bodies reject unknown fields: a misspelt field is an error, not a silent default.
 #![warn(missing_docs)]
 
+mod cache;
 mod error;
 mod lock;
 mod queue;
 
+pub use cache::{CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView};
 pub use error::{ErrorBody, ErrorCode};
 pub use lock::{
     AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,

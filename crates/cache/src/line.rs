@@ -3,7 +3,9 @@
 use crate::types::{DirectorySeq, LineData};
 
 /// The MESI state of a node's copy of a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum LineState {
     /// Only copy, written since it was granted; must be written back before it is dropped.
     Modified,

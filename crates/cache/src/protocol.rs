@@ -9,7 +9,7 @@ use crate::types::{BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, 
 
 /// What a node holds of one key, reported to the key's home after a membership change so that
 /// the home can rebuild the key's directory entry (see `docs/cache-protocol.md`, "Membership").
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldLine {
     /// The key.
     pub key: Key,
@@ -26,7 +26,7 @@ pub struct HeldLine {
 }
 
 /// A node-to-node coherence message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoherenceMessage {
     // ---- node -> home: transaction requests (retransmitted until answered) ----
     /// Read miss: asks for a readable copy (S, or E when no other node holds one).

@@ -7,7 +7,10 @@ use bytes::Bytes;
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
+            serde::Serialize, serde::Deserialize,
+        )]
         pub struct $name(pub u64);
 
         impl fmt::Display for $name {
@@ -52,7 +55,7 @@ pub type Key = Bytes;
 pub type Value = Bytes;
 
 /// A key's data as it travels: the value (`None` = absent or deleted) and its version.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LineData {
     /// The value; `None` means the key does not exist (never written, or deleted).
     pub value: Option<Value>,

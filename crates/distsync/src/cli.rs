@@ -24,7 +24,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the whole system locally (lock cluster and queue node), Ctrl-C to stop.
+    /// Start the whole system locally (lock cluster, queue node, cache nodes), Ctrl-C to stop.
     Up(crate::up::UpArgs),
     /// Run one node of a service.
     Serve(crate::serve::ServeArgs),
@@ -36,6 +36,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Publish, consume and inspect queues (`distsync queue publish|consume|stats`).
     Queue(crate::queue::cmd::QueueCmd),
+    /// Read, write and inspect the cache (`distsync cache get|put|delete|coherence|stats`).
+    Cache(crate::cache::cmd::CacheCmd),
     /// Run a deterministic simulation sweep (no sockets, no clock, one seed per run).
     Sim(crate::sim::SimArgs),
     /// GET a URL; exit 0 on a 2xx answer (the container health check).

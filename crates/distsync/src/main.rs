@@ -1,6 +1,7 @@
 //! The `distsync` binary: every service, the local launcher, the simulators and the clients.
 
 mod bench;
+mod cache;
 mod cli;
 mod lock_cmd;
 mod probe;
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(args) => lock_cmd::run_cluster(args),
         Command::Bench(args) => bench::run(args),
         Command::Queue(cmd) => queue::cmd::run(cmd),
+        Command::Cache(cmd) => cache::cmd::run(cmd),
         Command::Probe(args) => probe::run(args),
     }
 }

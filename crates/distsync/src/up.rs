@@ -1,4 +1,6 @@
-//! `distsync up`: the whole system on this machine, as child processes of this binary.
+//! `distsync up`: the whole system on this machine, as child processes of this binary: the lock
+//! cluster, a queue node and the cache nodes c1-c3 (HTTP 7201-7203, peer 7301-7303, RESP
+//! 7501-7503, in-process backing store).
 
 use anyhow::Context;
 use clap::Args;
@@ -19,6 +21,13 @@ pub struct UpArgs {
     /// HTTP port of the queue node.
     #[arg(long, default_value_t = 7400)]
     pub queue_port: u16,
+    /// Cache nodes (c1, c2, …), each with an in-process backing store.
+    #[arg(long, default_value_t = 3)]
+    pub cache_nodes: u16,
+    /// First HTTP port of the cache nodes (BASE, BASE+1, …); their peer ports are BASE+100, …
+    /// and their Redis-protocol ports BASE+300, ….
+    #[arg(long, default_value_t = 7201)]
+    pub cache_base_port: u16,
     /// Where every node keeps its data.
     #[arg(long, default_value = ".distsync")]
     pub data_dir: PathBuf,
@@ -91,13 +100,56 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         queue,
     )?);
 
+    let cache_http = |n: u16| args.cache_base_port + n - 1;
+    let cache_cluster = (1..=args.cache_nodes)
+        .map(|n| {
+            format!(
+                "c{n}=127.0.0.1:{}/127.0.0.1:{}",
+                cache_http(n),
+                cache_http(n) + 100
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in 1..=args.cache_nodes {
+        let mut cache = Command::new(&exe);
+        cache.args([
+            "serve",
+            "cache",
+            "--id",
+            &format!("c{n}"),
+            "--cluster",
+            &cache_cluster,
+            "--store",
+            "memory",
+            "--resp",
+            &format!("127.0.0.1:{}", cache_http(n) + 300),
+        ]);
+        services.push(spawn(
+            format!("c{n}"),
+            format!("http://127.0.0.1:{}", cache_http(n)),
+            cache,
+        )?);
+    }
+
     println!();
     println!("{:<10} {:<28} try", "node", "endpoint");
     for service in &services {
         let hint = if service.name.starts_with("lock") {
-            "distsync cluster status"
+            "distsync cluster status".to_string()
+        } else if service.name.starts_with("queue") {
+            "distsync queue publish demo hello".to_string()
         } else {
-            "distsync queue publish demo hello"
+            let resp = service
+                .endpoint
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse::<u16>().ok())
+                .map_or(0, |port| port + 300);
+            format!(
+                "distsync cache get k --node {}   (RESP: redis-cli -p {resp})",
+                service.name
+            )
         };
         println!("{:<10} {:<28} {}", service.name, service.endpoint, hint);
     }

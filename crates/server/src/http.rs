@@ -55,7 +55,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::MembershipChangeRejected => StatusCode::CONFLICT,
         ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::NoLeader | ErrorCode::ShardUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NoLeader | ErrorCode::ShardUnavailable | ErrorCode::NodeUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -5,9 +5,10 @@
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut document = crate::lock::openapi_document();
     document.merge(crate::queue::openapi_document());
+    document.merge(crate::cache::openapi_document());
     document.info.title = "distsync".to_string();
     document.info.description = Some(
-        "Distributed locks on a Raft group and partitioned queues on Redis Streams. Errors are \
+        "Distributed locks on a Raft group, partitioned queues on Redis Streams and a MESI-coherent cache. Errors are \
          JSON `{\"code\", \"message\"}` with a stable machine-readable `code`."
             .to_string(),
     );

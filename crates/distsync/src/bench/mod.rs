@@ -19,11 +19,14 @@ pub enum BenchTarget {
     Lock(lock::LockBenchArgs),
     /// Queue: publish throughput, consume+ack throughput, end-to-end latency.
     Queue(crate::queue::bench::QueueBenchArgs),
+    /// Cache: Zipf-distributed reads and writes through the cache nodes.
+    Cache(crate::cache::bench::CacheBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
         BenchTarget::Lock(args) => lock::run(args),
         BenchTarget::Queue(args) => crate::queue::bench::run(args),
+        BenchTarget::Cache(args) => crate::cache::bench::run(args),
     }
 }

@@ -18,12 +18,15 @@ pub enum ServeService {
     Lock(lock::LockServeArgs),
     /// A node of the queue service (stateless over its Redis or embedded shards).
     Queue(crate::queue::serve::QueueServeArgs),
+    /// A node of the MESI-coherent cache service.
+    Cache(crate::cache::serve::CacheServeArgs),
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.service {
         ServeService::Lock(args) => lock::run(args),
         ServeService::Queue(args) => crate::queue::serve::run(args),
+        ServeService::Cache(args) => crate::cache::serve::run(args),
     }
 }
 

@@ -1,0 +1,283 @@
+//! A small cache client over HTTP, used by the CLI, the benchmark and the tests.
+//!
+//! Endpoints are `NAME=HOST:PORT` (or bare `HOST:PORT`). A request either names its node (to
+//! read or write through that node's local copy) or goes to the current node, moving to the next
+//! one when a node cannot be reached. An HTTP error answer is the answer, never failed over.
+
+use distsync_api::{
+    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView, ErrorBody,
+};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheClientError {
+    /// The node answered with an error body.
+    #[error("{status}: {} ({:?})", body.message, body.code)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+    /// No node could be reached (or the named node is unknown).
+    #[error("no cache node reachable: {0}")]
+    Unreachable(String),
+}
+
+/// One cache node's HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// Its name, when given as `NAME=HOST:PORT`.
+    pub name: Option<String>,
+    /// `http://HOST:PORT`.
+    pub base: String,
+}
+
+/// Parses `NAME=HOST:PORT` or `HOST:PORT`.
+pub fn parse_endpoint(text: &str) -> Endpoint {
+    let text = text.trim().trim_end_matches('/');
+    let (name, addr) = match text.split_once('=') {
+        Some((name, addr)) => (Some(name.trim().to_string()), addr.trim()),
+        None => (None, text),
+    };
+    let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint { name, base }
+}
+
+/// An HTTP client for a cache cluster.
+#[derive(Debug)]
+pub struct CacheClient {
+    http: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    current: AtomicUsize,
+    timeout: Duration,
+}
+
+impl CacheClient {
+    /// A client for `endpoints`.
+    pub fn new(endpoints: &[String]) -> Self {
+        CacheClient {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("a client without TLS or proxies always builds"),
+            endpoints: endpoints.iter().map(|e| parse_endpoint(e)).collect(),
+            current: AtomicUsize::new(0),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The endpoints, in order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    fn url(base: &str, key: Option<&str>, suffix: &[&str], path: &str) -> String {
+        match key {
+            None => format!("{base}{path}"),
+            Some(key) => {
+                let mut url = reqwest::Url::parse(base).expect("endpoint bases are http URLs");
+                {
+                    let mut segments = url.path_segments_mut().expect("http URLs have a path");
+                    segments.extend(["v1", "cache"]).push(key).extend(suffix);
+                }
+                url.to_string()
+            }
+        }
+    }
+
+    /// Sends to `node` (by name, or by index with `#N`), or else to the current node with
+    /// failover on connection errors. Returns the status and body text.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        node: Option<&str>,
+        key: Option<&str>,
+        suffix: &[&str],
+        path: &str,
+        body: Option<&CachePutRequest>,
+    ) -> Result<(u16, String), CacheClientError> {
+        let order: Vec<usize> = match node {
+            Some(name) => {
+                let index = self
+                    .endpoints
+                    .iter()
+                    .position(|e| e.name.as_deref() == Some(name))
+                    .ok_or_else(|| {
+                        CacheClientError::Unreachable(format!(
+                            "no endpoint named {name:?} (give --endpoints NAME=HOST:PORT,…)"
+                        ))
+                    })?;
+                vec![index]
+            }
+            None => {
+                let start = self.current.load(Ordering::Relaxed);
+                (0..self.endpoints.len())
+                    .map(|i| (start + i) % self.endpoints.len())
+                    .collect()
+            }
+        };
+        let mut last = String::from("no endpoints given");
+        for index in order {
+            let url = Self::url(&self.endpoints[index].base, key, suffix, path);
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(self.timeout);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    let status = response.status().as_u16();
+                    let text = response
+                        .text()
+                        .await
+                        .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+                    return Ok((status, text));
+                }
+                Err(error) => last = format!("{url}: {error}"),
+            }
+        }
+        Err(CacheClientError::Unreachable(last))
+    }
+
+    fn decode<T: DeserializeOwned>(status: u16, text: &str) -> Result<T, CacheClientError> {
+        if (200..300).contains(&status) {
+            serde_json::from_str(text).map_err(|e| {
+                CacheClientError::Unreachable(format!("undecodable answer ({e}): {text}"))
+            })
+        } else {
+            Err(Self::error(status, text))
+        }
+    }
+
+    fn error(status: u16, text: &str) -> CacheClientError {
+        match serde_json::from_str::<ErrorBody>(text) {
+            Ok(body) => CacheClientError::Api { status, body },
+            Err(_) => CacheClientError::Unreachable(format!("{status}: {text}")),
+        }
+    }
+
+    /// Reads `key`; `None` when it has no value.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn get(
+        &self,
+        key: &str,
+        node: Option<&str>,
+    ) -> Result<Option<CacheEntry>, CacheClientError> {
+        let (status, text) = self
+            .call(reqwest::Method::GET, node, Some(key), &[], "", None)
+            .await?;
+        if status == 404 {
+            let error = Self::error(status, &text);
+            if let CacheClientError::Api { body, .. } = &error
+                && body.code == distsync_api::ErrorCode::NotFound
+            {
+                return Ok(None);
+            }
+            return Err(error);
+        }
+        Self::decode(status, &text).map(Some)
+    }
+
+    /// Writes `value` under `key`.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        node: Option<&str>,
+    ) -> Result<CachePutResponse, CacheClientError> {
+        let body = CachePutRequest {
+            value: value.to_string(),
+        };
+        let (status, text) = self
+            .call(reqwest::Method::PUT, node, Some(key), &[], "", Some(&body))
+            .await?;
+        Self::decode(status, &text)
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn delete(&self, key: &str, node: Option<&str>) -> Result<(), CacheClientError> {
+        let (status, text) = self
+            .call(reqwest::Method::DELETE, node, Some(key), &[], "", None)
+            .await?;
+        if status == 204 {
+            Ok(())
+        } else {
+            Err(Self::error(status, &text))
+        }
+    }
+
+    /// Every node's state of `key`.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn coherence(
+        &self,
+        key: &str,
+        node: Option<&str>,
+    ) -> Result<CoherenceView, CacheClientError> {
+        let (status, text) = self
+            .call(
+                reqwest::Method::GET,
+                node,
+                Some(key),
+                &["coherence"],
+                "",
+                None,
+            )
+            .await?;
+        Self::decode(status, &text)
+    }
+
+    /// A node's statistics.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn stats(&self, node: Option<&str>) -> Result<CacheStats, CacheClientError> {
+        let (status, text) = self
+            .call(reqwest::Method::GET, node, None, &[], "/v1/stats", None)
+            .await?;
+        Self::decode(status, &text)
+    }
+
+    /// Statistics of the endpoint at `index`.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn stats_at(&self, index: usize) -> Result<CacheStats, CacheClientError> {
+        let base = &self.endpoints[index].base;
+        let url = format!("{base}/v1/stats");
+        let response = self
+            .http
+            .get(&url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+        Self::decode(status, &text)
+    }
+}

@@ -1,0 +1,263 @@
+//! Test harness: cache nodes and Redis as child processes, killed on drop; readiness is
+//! awaited (/readyz, PING), never slept on.
+
+#![allow(dead_code)] // each test module uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+#[path = "../../src/cache/client.rs"]
+pub mod client;
+
+pub use client::{CacheClient, CacheClientError};
+
+/// Ports handed out from the range reserved for these tests.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(17000);
+
+/// A free port in 17000-17999.
+pub fn port() -> u16 {
+    loop {
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        assert!(port < 18000, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` every 10 ms until it returns true or `limit` passes.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A `redis-server` without persistence (the test reads it while it runs).
+pub struct RedisProc {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisProc {
+    /// # Panics
+    /// If `redis-server` is not installed: these tests must never be skipped silently.
+    pub fn start(dir: &Path) -> RedisProc {
+        let port = port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); the cache tests need it"));
+        let redis = RedisProc { port, child };
+        wait_until("redis PING", Duration::from_secs(10), || {
+            redis_command(port, &["PING"]).is_some_and(|r| r == "PONG")
+        });
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one command with `redis-cli` and returns its raw output line.
+pub fn redis_command(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .ok()?;
+    output.status.success().then(|| {
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end_matches('\n')
+            .to_string()
+    })
+}
+
+/// One `distsync serve cache` child.
+pub struct NodeProc {
+    pub name: String,
+    pub http: String,
+    pub peer: String,
+    pub resp: String,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    /// SIGKILL: no write-back, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL cache node");
+            child.wait().expect("reaping cache node");
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` cache nodes named c1…cn, all started and ready.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `--store store` plus `extra` flags and waits until each has
+    /// reached every other one.
+    pub fn start(n: usize, store: &str, extra: &[&str]) -> Cluster {
+        let mut nodes: Vec<NodeProc> = (1..=n)
+            .map(|i| NodeProc {
+                name: format!("c{i}"),
+                http: format!("127.0.0.1:{}", port()),
+                peer: format!("127.0.0.1:{}", port()),
+                resp: format!("127.0.0.1:{}", port()),
+                child: None,
+            })
+            .collect();
+        let spec = nodes
+            .iter()
+            .map(|node| format!("{}={}/{}", node.name, node.http, node.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            let child = Command::new(env!("CARGO_BIN_EXE_distsync"))
+                .args(["serve", "cache", "--id", &node.name, "--cluster", &spec])
+                .args(["--store", store, "--resp", &node.resp])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("starting distsync serve cache");
+            node.child = Some(child);
+        }
+        for node in &nodes {
+            let addr = node.http.clone();
+            wait_until(
+                &format!("{} /readyz", node.name),
+                Duration::from_secs(20),
+                || http_status(&addr, "GET", "/readyz", None) == Some(200),
+            );
+        }
+        Cluster { nodes }
+    }
+
+    /// A client with every node as `NAME=ADDR`.
+    pub fn client(&self) -> CacheClient {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}={}", node.name, node.http))
+            .collect();
+        CacheClient::new(&endpoints)
+    }
+
+    /// `NAME=ADDR,…` for the CLI's --endpoints.
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("{}={}", node.name, node.http))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&self, name: &str) -> &NodeProc {
+        self.nodes
+            .iter()
+            .find(|node| node.name == name)
+            .expect("a node of the cluster")
+    }
+}
+
+/// One raw HTTP/1.1 request; the status, or `None` when the node cannot be reached.
+pub fn http_status(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option<u16> {
+    http_request(addr, method, path, body).map(|(status, _)| status)
+}
+
+/// One raw HTTP/1.1 request; the status and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    // The server may answer (413) before reading the whole body and close; that is fine.
+    let _ = stream.write_all(body);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply.get(9..12)?.parse().ok()?;
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so the tests need no extra crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+/// The SWMR check on one coherence view: at most one M/E, and then every other copy I. Unknown
+/// states (a node that did not answer) are skipped.
+pub fn assert_single_writer(states: &std::collections::BTreeMap<String, String>) {
+    let owners = states.values().filter(|s| *s == "M" || *s == "E").count();
+    let sharers = states.values().filter(|s| *s == "S").count();
+    assert!(owners <= 1, "more than one owner: {states:?}");
+    assert!(
+        owners == 0 || sharers == 0,
+        "an owner next to a sharer: {states:?}"
+    );
+}

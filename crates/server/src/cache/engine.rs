@@ -1,0 +1,677 @@
+//! The IO shell around one node's protocol core: its [`CacheNode`] and the [`Directory`] of the
+//! keys it homes, behind one std mutex that is held only while the core runs. Effects the core
+//! returns are carried out after the lock is released — messages through the peer transport,
+//! backing-store requests on spawned tasks whose answers go back into the directory — except
+//! the two that are themselves core calls or trivial: messages to this node itself (delivered
+//! at once, in order) and completions (handed to the waiting request's oneshot).
+//!
+//! A request whose transaction cannot finish (its home or the owner of the only copy is dead
+//! or cut off) is answered `node_unavailable` after `op_timeout`; the core keeps retrying and
+//! the operation may still take effect later, exactly like a timed-out write on any store.
+
+use super::backing::BackingStore;
+use super::membership::{Membership, MembershipView};
+use super::metrics::CacheMetrics;
+use distsync_cache::{
+    CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineState, NodeId, OpId,
+    OpResult, OpStep, Outbound, Value,
+};
+use distsync_wire::{Inbound, PeerTransport, TransportStats, serve_inbound};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages queued per peer before the transport drops (the protocol retransmits).
+const PEER_QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// What travels between cache nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// A protocol message, for the receiver's node or directory.
+    Coherence(CoherenceMessage),
+    /// "What state is your copy of `key` in?" (for `/v1/cache/{key}/coherence`).
+    LineStateQuery {
+        /// Correlates the answer.
+        query: u64,
+        /// The key.
+        key: Key,
+    },
+    /// Answer to [`PeerMessage::LineStateQuery`].
+    LineStateAnswer {
+        /// The query answered.
+        query: u64,
+        /// The answering node's state of the key.
+        state: LineState,
+    },
+}
+
+/// Settings of one node's shell.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This node's name (a member of the cluster).
+    pub name: String,
+    /// The protocol core's configuration.
+    pub core: CacheConfig,
+    /// Length of one protocol tick (retransmissions, leases and heartbeats count in ticks).
+    pub tick: Duration,
+    /// How long a request waits for its transaction before `node_unavailable`.
+    pub op_timeout: Duration,
+    /// How long `/coherence` waits for the other nodes' answers.
+    pub query_timeout: Duration,
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The core refused it (value too large, too many pending operations).
+    #[error(transparent)]
+    Refused(#[from] CacheError),
+    /// The transaction did not finish in time.
+    #[error(
+        "key {key}: no answer within {waited_ms} ms from its home {home} (or from the node holding its only copy); the operation may still take effect"
+    )]
+    Unavailable {
+        /// The key, for the message.
+        key: String,
+        /// The key's home.
+        home: String,
+        /// How long the request waited.
+        waited_ms: u128,
+    },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A local operation.
+#[derive(Clone, Debug)]
+pub enum CacheOp {
+    /// Read a key.
+    Get(Key),
+    /// Write a key.
+    Put(Key, Value),
+    /// Delete a key.
+    Delete(Key),
+}
+
+impl CacheOp {
+    fn key(&self) -> &Key {
+        match self {
+            CacheOp::Get(key) | CacheOp::Put(key, _) | CacheOp::Delete(key) => key,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            CacheOp::Get(_) => "get",
+            CacheOp::Put(..) => "put",
+            CacheOp::Delete(_) => "delete",
+        }
+    }
+}
+
+/// The protocol state of one node: everything the mutex guards.
+struct Core {
+    node: CacheNode<Membership>,
+    directory: Directory,
+    waiters: HashMap<OpId, oneshot::Sender<OpResult>>,
+}
+
+/// One cache node's shell. Shared by the HTTP handlers, the RESP connections, the tick task and
+/// the peer inbound task.
+pub struct CacheEngine {
+    id: NodeId,
+    config: EngineConfig,
+    core: Mutex<Core>,
+    membership: Membership,
+    transport: Mutex<PeerTransport<PeerMessage>>,
+    transport_stats: Arc<TransportStats>,
+    backing: Arc<BackingStore>,
+    /// Prometheus metrics.
+    pub metrics: CacheMetrics,
+    queries: Mutex<HashMap<u64, oneshot::Sender<LineState>>>,
+    next_query: AtomicU64,
+    heard_from: Mutex<BTreeSet<NodeId>>,
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for CacheEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheEngine")
+            .field("name", &self.config.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside the core is a broken protocol invariant; the process is going down anyway
+    // (panic = abort is not set, so keep serving what can be served rather than cascading).
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Name of a message kind, for metric labels.
+fn kind_of(message: &CoherenceMessage) -> &'static str {
+    match message {
+        CoherenceMessage::GetShared { .. } => "get_shared",
+        CoherenceMessage::GetModified { .. } => "get_modified",
+        CoherenceMessage::Upgrade { .. } => "upgrade",
+        CoherenceMessage::PutModified { .. } => "put_modified",
+        CoherenceMessage::PutShared { .. } => "put_shared",
+        CoherenceMessage::PutExclusive { .. } => "put_exclusive",
+        CoherenceMessage::GrantAck { .. } => "grant_ack",
+        CoherenceMessage::InvalidateAck { .. } => "invalidate_ack",
+        CoherenceMessage::FetchResponse { .. } => "fetch_response",
+        CoherenceMessage::WriteBack { .. } => "write_back",
+        CoherenceMessage::Heartbeat { .. } => "heartbeat",
+        CoherenceMessage::Grant { .. } => "grant",
+        CoherenceMessage::Invalidate { .. } => "invalidate",
+        CoherenceMessage::Fetch { .. } => "fetch",
+        CoherenceMessage::PutAck { .. } => "put_ack",
+        CoherenceMessage::WriteBackAck { .. } => "write_back_ack",
+        CoherenceMessage::HeartbeatAck { .. } => "heartbeat_ack",
+        CoherenceMessage::Holdings { .. } => "holdings",
+        CoherenceMessage::HoldingsAck => "holdings_ack",
+    }
+}
+
+impl Core {
+    /// Runs a node-side core call on behalf of `key`, counting the state change of `key` and
+    /// the lines the call evicted (each eviction leaves a `Put*` notice or write-back request).
+    fn node_call<R>(
+        &mut self,
+        key: Option<&Key>,
+        metrics: &CacheMetrics,
+        call: impl FnOnce(&mut CacheNode<Membership>) -> (R, Vec<Outbound>),
+    ) -> (R, Vec<Outbound>) {
+        let before = key.map(|key| self.node.state_of(key));
+        let (result, out) = call(&mut self.node);
+        if let (Some(key), Some(before)) = (key, before) {
+            let after = self.node.state_of(key);
+            if before != after {
+                metrics.transition(before.letter(), after.letter());
+            }
+        }
+        for effect in &out {
+            let Outbound::Send { message, .. } = effect else {
+                continue;
+            };
+            let from = match message {
+                CoherenceMessage::PutModified { .. } => 'M',
+                CoherenceMessage::PutExclusive { .. } => 'E',
+                CoherenceMessage::PutShared { .. } => 'S',
+                _ => continue,
+            };
+            if message.key() != key {
+                metrics.evictions.inc();
+                metrics.transition(from, 'I');
+            }
+        }
+        (result, out)
+    }
+
+    fn count_directory_out(out: &[Outbound], metrics: &CacheMetrics) {
+        for effect in out {
+            match effect {
+                Outbound::Send { message, .. } => {
+                    if matches!(message, CoherenceMessage::Invalidate { .. }) {
+                        metrics.invalidations_sent.inc();
+                    }
+                    metrics.directory_message("out", kind_of(message));
+                }
+                Outbound::Backing(request) => {
+                    if matches!(request.op, distsync_cache::BackingOp::Write(_)) {
+                        metrics.write_backs.inc();
+                    }
+                }
+                Outbound::Complete(_) => {}
+            }
+        }
+    }
+
+    /// Delivers a protocol message to the directory or the node.
+    fn deliver(
+        &mut self,
+        from: NodeId,
+        message: CoherenceMessage,
+        metrics: &CacheMetrics,
+    ) -> Vec<Outbound> {
+        if message.is_for_directory() {
+            metrics.directory_message("in", kind_of(&message));
+            let out = self.directory.handle(from, message);
+            Self::count_directory_out(&out, metrics);
+            out
+        } else {
+            if matches!(message, CoherenceMessage::Invalidate { .. }) {
+                metrics.invalidations_received.inc();
+            }
+            let key = message.key().cloned();
+            self.node_call(key.as_ref(), metrics, |node| {
+                ((), node.on_message(from, message))
+            })
+            .1
+        }
+    }
+}
+
+enum Started {
+    Done(OpResult),
+    Pending(OpId, oneshot::Receiver<OpResult>),
+}
+
+impl CacheEngine {
+    /// A node named `config.name` of `membership`, not yet connected (see [`CacheEngine::start`]).
+    ///
+    /// # Errors
+    /// The name is not a member, or the core refuses the configuration.
+    pub fn new(
+        config: EngineConfig,
+        membership: Membership,
+        backing: BackingStore,
+    ) -> anyhow::Result<Arc<Self>> {
+        let view = membership.current();
+        let own = view
+            .member_named(&config.name)
+            .ok_or_else(|| anyhow::anyhow!("node {} is not listed in the cluster", config.name))?;
+        let id = own.id;
+        let peers: Vec<NodeId> = view.members().map(|member| member.id).collect();
+        let node = CacheNode::new(id, config.core.clone(), membership.clone(), peers)?;
+        let directory = Directory::new(id, config.core.clone())?;
+        let transport = PeerTransport::new(id.0, PEER_QUEUE_CAPACITY);
+        let transport_stats = transport.stats();
+        Ok(Arc::new(CacheEngine {
+            id,
+            config,
+            core: Mutex::new(Core {
+                node,
+                directory,
+                waiters: HashMap::new(),
+            }),
+            membership,
+            transport: Mutex::new(transport),
+            transport_stats,
+            backing: Arc::new(backing),
+            metrics: CacheMetrics::new(),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
+            heard_from: Mutex::new(BTreeSet::new()),
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The shell's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The membership every lookup uses.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The backing store.
+    pub fn backing(&self) -> &BackingStore {
+        &self.backing
+    }
+
+    /// Peer transport counters.
+    pub fn transport_stats(&self) -> &TransportStats {
+        &self.transport_stats
+    }
+
+    /// Dials every other member, serves inbound peer connections on `peer_listener` and runs
+    /// the tick task. Returns the two tasks (abort them to stop).
+    pub fn start(self: &Arc<Self>, peer_listener: TcpListener) -> Vec<tokio::task::JoinHandle<()>> {
+        self.connect_peers(&self.membership.current());
+        let (inbound_tx, inbound_rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
+        let stats = Arc::clone(&self.transport_stats);
+        let listener = tokio::spawn(serve_inbound(peer_listener, inbound_tx, stats));
+        let engine = Arc::clone(self);
+        let inbound = tokio::spawn(async move { engine.run_inbound(inbound_rx).await });
+        let engine = Arc::clone(self);
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(engine.config.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                engine.tick();
+            }
+        });
+        vec![listener, inbound, ticker]
+    }
+
+    fn connect_peers(&self, view: &MembershipView) {
+        let mut transport = lock(&self.transport);
+        let wanted: BTreeSet<u64> = view
+            .members()
+            .filter(|member| member.id != self.id)
+            .map(|member| member.id.0)
+            .collect();
+        let stale: Vec<u64> = transport
+            .peer_ids()
+            .filter(|id| !wanted.contains(id))
+            .collect();
+        for id in stale {
+            transport.remove_peer(id);
+        }
+        for member in view.members().filter(|member| member.id != self.id) {
+            transport.add_peer_if_changed(member.id.0, member.peer.clone());
+        }
+    }
+
+    /// Replaces the membership at run time (failure handling publishes a view without the dead
+    /// node): later home lookups use `view` and the transport dials exactly its members.
+    pub fn replace_membership(&self, view: MembershipView) {
+        self.connect_peers(&view);
+        self.membership.replace(view);
+    }
+
+    /// Runs `call` on the core under the lock, then delivers self-addressed messages and
+    /// completions under the same lock, and carries out every other effect after releasing it.
+    fn with_core<R>(
+        self: &Arc<Self>,
+        call: impl FnOnce(&mut Core, &CacheMetrics) -> (R, Vec<Outbound>),
+    ) -> R {
+        let (result, remote) = {
+            let mut core = lock(&self.core);
+            let (result, out) = call(&mut core, &self.metrics);
+            let mut queue: VecDeque<Outbound> = out.into();
+            let mut remote = Vec::new();
+            while let Some(effect) = queue.pop_front() {
+                match effect {
+                    Outbound::Send { to, message } if to == self.id => {
+                        queue.extend(core.deliver(self.id, message, &self.metrics));
+                    }
+                    Outbound::Complete(completion) => {
+                        if let Some(waiter) = core.waiters.remove(&completion.op) {
+                            let _ = waiter.send(completion.result);
+                        }
+                    }
+                    other => remote.push(other),
+                }
+            }
+            (result, remote)
+        };
+        self.carry_out(remote);
+        result
+    }
+
+    fn carry_out(self: &Arc<Self>, effects: Vec<Outbound>) {
+        if effects.is_empty() {
+            return;
+        }
+        let transport = lock(&self.transport);
+        for effect in effects {
+            match effect {
+                Outbound::Send { to, message } => {
+                    transport.send(to.0, PeerMessage::Coherence(message));
+                }
+                Outbound::Backing(request) => {
+                    let engine = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let key = request.key.clone();
+                        match engine.backing.execute(request).await {
+                            Ok(response) => engine.with_core(|core, metrics| {
+                                let out = core.directory.on_backing(response);
+                                Core::count_directory_out(&out, metrics);
+                                ((), out)
+                            }),
+                            // The directory retransmits the request on a later tick.
+                            Err(error) => tracing::warn!(
+                                key = %String::from_utf8_lossy(&key),
+                                %error,
+                                "backing store request failed; will retry"
+                            ),
+                        }
+                    });
+                }
+                Outbound::Complete(_) => unreachable!("completions are delivered under the lock"),
+            }
+        }
+    }
+
+    fn tick(self: &Arc<Self>) {
+        self.with_core(|core, metrics| {
+            let mut out = core.node.tick();
+            let directory_out = core.directory.tick();
+            Core::count_directory_out(&directory_out, metrics);
+            out.extend(directory_out);
+            ((), out)
+        });
+    }
+
+    async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound<PeerMessage>>) {
+        while let Some(Inbound { from, message }) = inbound.recv().await {
+            let from = NodeId(from);
+            // A stranger's requests would make the directory wait on a node it cannot reach.
+            if self.membership.current().member(from).is_none() {
+                tracing::debug!(%from, "message from a node outside the membership dropped");
+                continue;
+            }
+            self.note_heard_from(from);
+            match message {
+                PeerMessage::Coherence(message) => {
+                    self.with_core(|core, metrics| ((), core.deliver(from, message, metrics)));
+                }
+                PeerMessage::LineStateQuery { query, key } => {
+                    let state = lock(&self.core).node.state_of(&key);
+                    lock(&self.transport)
+                        .send(from.0, PeerMessage::LineStateAnswer { query, state });
+                }
+                PeerMessage::LineStateAnswer { query, state } => {
+                    if let Some(waiter) = lock(&self.queries).remove(&query) {
+                        let _ = waiter.send(state);
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_heard_from(&self, from: NodeId) {
+        if self.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut heard = lock(&self.heard_from);
+        heard.insert(from);
+        let view = self.membership.current();
+        let all = view
+            .members()
+            .filter(|member| member.id != self.id)
+            .all(|member| heard.contains(&member.id));
+        if all {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ready once every other member has been heard from since start (it stays ready when one
+    /// dies later: keys homed elsewhere keep working).
+    pub fn is_ready(&self) -> bool {
+        if !self.ready.load(Ordering::Relaxed) {
+            // A one-node cluster has no one to hear from.
+            self.note_heard_from(self.id);
+        }
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Runs one read, write or delete; waits at most `op_timeout` for its transaction.
+    ///
+    /// # Errors
+    /// [`EngineError`].
+    pub async fn execute(self: &Arc<Self>, op: CacheOp) -> Result<OpResult, EngineError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let started_at = Instant::now();
+        let label = op.label();
+        let key = op.key().clone();
+        let started = self.start_op(op);
+        let result = match started {
+            Err(error) => Err(EngineError::Refused(error)),
+            Ok(Started::Done(result)) => Ok(result),
+            Ok(Started::Pending(op, receiver)) => self.await_op(&key, op, receiver).await,
+        };
+        match &result {
+            Ok(_) => self
+                .metrics
+                .observe_op(label, started_at.elapsed().as_secs_f64()),
+            Err(_) => {
+                self.metrics.errors.inc();
+            }
+        }
+        result
+    }
+
+    /// The synchronous part of an operation: a hit finishes here, on the caller's task.
+    fn start_op(self: &Arc<Self>, op: CacheOp) -> Result<Started, CacheError> {
+        let is_read = matches!(op, CacheOp::Get(_));
+        let started = self.with_core(|core, metrics| {
+            let key = op.key().clone();
+            let (step, out) = core.node_call(Some(&key), metrics, |node| {
+                let step = match op {
+                    CacheOp::Get(key) => node.read(key),
+                    CacheOp::Put(key, value) => node.write(key, value),
+                    CacheOp::Delete(key) => node.delete(key),
+                };
+                match step {
+                    Err(error) => (Err(error), Vec::new()),
+                    Ok(OpStep::Done { result, outbound }) => (Ok(Ok(result)), outbound),
+                    Ok(OpStep::Pending { op, outbound }) => (Ok(Err(op)), outbound),
+                }
+            });
+            let started = step.map(|step| match step {
+                Ok(result) => Started::Done(result),
+                Err(op) => {
+                    // Registered before the effects run: a self-delivered grant may finish it.
+                    let (sender, receiver) = oneshot::channel();
+                    core.waiters.insert(op, sender);
+                    Started::Pending(op, receiver)
+                }
+            });
+            (started, out)
+        });
+        if is_read {
+            match &started {
+                Ok(Started::Done(_)) => {
+                    self.metrics.hits.inc();
+                }
+                Ok(Started::Pending(..)) => {
+                    self.metrics.misses.inc();
+                }
+                Err(_) => {}
+            }
+        }
+        started
+    }
+
+    async fn await_op(
+        &self,
+        key: &Key,
+        op: OpId,
+        receiver: oneshot::Receiver<OpResult>,
+    ) -> Result<OpResult, EngineError> {
+        match tokio::time::timeout(self.config.op_timeout, receiver).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Err(_) => {
+                lock(&self.core).waiters.remove(&op);
+                let view = self.membership.current();
+                Err(EngineError::Unavailable {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    home: view.name_of(view.home_of(key)),
+                    waited_ms: self.config.op_timeout.as_millis(),
+                })
+            }
+        }
+    }
+
+    /// The state of this node's copy of `key`.
+    pub fn local_state(&self, key: &Key) -> LineState {
+        lock(&self.core).node.state_of(key)
+    }
+
+    /// Every member's state of `key` (`None` for a member that did not answer in time), by
+    /// member name, and the key's home.
+    pub async fn coherence(&self, key: &Key) -> (String, Vec<(String, Option<LineState>)>) {
+        let view = self.membership.current();
+        let deadline = tokio::time::Instant::now() + self.config.query_timeout;
+        let mut pending = Vec::new();
+        for member in view.members() {
+            if member.id == self.id {
+                pending.push((member.name.clone(), Err(self.local_state(key))));
+                continue;
+            }
+            let query = self.next_query.fetch_add(1, Ordering::Relaxed);
+            let (sender, receiver) = oneshot::channel();
+            lock(&self.queries).insert(query, sender);
+            lock(&self.transport).send(
+                member.id.0,
+                PeerMessage::LineStateQuery {
+                    query,
+                    key: key.clone(),
+                },
+            );
+            pending.push((member.name.clone(), Ok((query, receiver))));
+        }
+        let mut states = Vec::new();
+        for (name, waiting) in pending {
+            let state = match waiting {
+                Err(local) => Some(local),
+                Ok((query, receiver)) => {
+                    let answer = tokio::time::timeout_at(deadline, receiver).await;
+                    lock(&self.queries).remove(&query);
+                    answer.ok().and_then(Result::ok)
+                }
+            };
+            states.push((name, state));
+        }
+        (view.name_of(view.home_of(key)), states)
+    }
+
+    /// Store occupancy and pending work: `(lines, bytes, directory entries, transactions)`.
+    pub fn occupancy(&self) -> (usize, usize, usize, usize) {
+        let core = lock(&self.core);
+        (
+            core.node.store().len(),
+            core.node.store().bytes(),
+            core.directory.entries().count(),
+            core.node.load().transactions,
+        )
+    }
+
+    /// Shutdown: refuses new operations and writes back every Modified line, waiting at most
+    /// `limit`. Returns whether every write-back was acknowledged.
+    pub async fn flush(self: &Arc<Self>, limit: Duration) -> bool {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let receiver = self.with_core(|core, _| match core.node.flush() {
+            OpStep::Done { outbound, .. } => (None, outbound),
+            OpStep::Pending { op, outbound } => {
+                let (sender, receiver) = oneshot::channel();
+                core.waiters.insert(op, sender);
+                (Some(receiver), outbound)
+            }
+        });
+        match receiver {
+            None => true,
+            Some(receiver) => matches!(
+                tokio::time::timeout(limit, receiver).await,
+                Ok(Ok(OpResult::Flushed))
+            ),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The cache service's IO shell: one node is a [`CacheEngine`] (the MESI core behind a mutex,
+//! its effects carried out over the peer transport and the backing store), an axum router over
+//! it, and optionally a Redis-protocol (RESP) listener.
+//!
+//! A cache node serves exactly: `/v1/cache/{key}` (GET, PUT, DELETE),
+//! `/v1/cache/{key}/coherence`, `/v1/stats`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+mod backing;
+mod engine;
+mod key;
+mod membership;
+mod metrics;
+mod openapi;
+mod resp;
+mod routes;
+
+pub use backing::BackingStore;
+pub use engine::{CacheEngine, CacheOp, EngineConfig, EngineError, PeerMessage};
+pub use key::{KEY_BYTES_MAX, validate_key};
+pub use membership::{
+    CacheClusterSpec, CacheClusterSpecError, CacheMember, Membership, MembershipView, node_id_of,
+};
+pub use metrics::CacheMetrics;
+pub use openapi::openapi_document;
+pub use resp::{RespError, parse_command, serve_resp};
+pub use routes::{router, stats_of};
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long shutdown waits for the Modified lines to be written back.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Runs a cache node until `shutdown` completes, then writes back its Modified lines.
+///
+/// # Errors
+/// The HTTP server fails.
+pub async fn run_cache_node(
+    engine: Arc<CacheEngine>,
+    http_listener: TcpListener,
+    peer_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        node = engine.name(),
+        id = %engine.id(),
+        http = %http_listener.local_addr()?,
+        peer = %peer_listener.local_addr()?,
+        store = %engine.backing().describe(),
+        "cache node started"
+    );
+    let tasks = engine.start(peer_listener);
+    let result = axum::serve(http_listener, router(Arc::clone(&engine)))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let flushed = engine.flush(FLUSH_LIMIT).await;
+    if !flushed {
+        tracing::warn!("shutdown: not every Modified line was written back in time");
+    }
+    for task in tasks {
+        task.abort();
+    }
+    result.map_err(Into::into)
+}

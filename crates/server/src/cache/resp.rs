@@ -1,0 +1,446 @@
+//! The Redis protocol (RESP2) on `--resp ADDR`, so any Redis client can use the cache.
+//!
+//! Commands: GET, SET (no options), DEL, EXISTS, PING, ECHO, INFO, and what `redis-cli` and
+//! `redis-benchmark` send around them (COMMAND, CONFIG GET, CLIENT, SELECT 0, QUIT). Requests
+//! are RESP arrays of bulk strings or inline commands; pipelined requests are answered in order
+//! with one write per batch read. A hit is served on the connection's own task straight from the
+//! node's state. A malformed frame is answered with a RESP error and the connection is closed.
+//!
+//! DEL and EXISTS count the keys that had a value by reading them first; with concurrent
+//! writers the count is a snapshot, the delete itself is exact.
+
+use super::engine::{CacheEngine, CacheOp, EngineError};
+use super::key::validate_key;
+use super::routes::stats_of;
+use bytes::{Buf, Bytes, BytesMut};
+use distsync_cache::{CacheError, OpResult};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Most arguments of one command.
+const ARGS_MAX: usize = 1024;
+/// Longest bulk string accepted (values are further bounded by `--value-bytes-max`).
+const BULK_BYTES_MAX: usize = 8 << 20;
+/// Longest inline command or header line.
+const LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Why a frame cannot be parsed; the connection is closed after answering it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct RespError(String);
+
+fn protocol(message: impl Into<String>) -> RespError {
+    RespError(message.into())
+}
+
+/// Finds the `\r\n` ending the line that starts at `start`; `Ok(None)` when not yet received.
+fn line_end(buf: &[u8], start: usize) -> Result<Option<usize>, RespError> {
+    let window = &buf[start..buf.len().min(start + LINE_BYTES_MAX + 2)];
+    match window.windows(2).position(|pair| pair == b"\r\n") {
+        Some(offset) => Ok(Some(start + offset)),
+        None if window.len() >= LINE_BYTES_MAX + 2 => Err(protocol("line too long")),
+        None => Ok(None),
+    }
+}
+
+fn parse_length(text: &[u8], what: &str) -> Result<i64, RespError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| protocol(format!("invalid {what} length")))
+}
+
+/// Parses one command at the start of `buf`: its arguments and the bytes it took, or `None`
+/// when the frame is not complete yet.
+///
+/// # Errors
+/// The bytes are not a RESP2 command (bad type byte, length, or terminator).
+pub fn parse_command(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, RespError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != b'*' {
+        // Inline command: one line of space-separated words (what `telnet` sends).
+        let Some(end) = line_end(buf, 0)? else {
+            return Ok(None);
+        };
+        let args = buf[..end]
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|word| !word.is_empty())
+            .map(Bytes::copy_from_slice)
+            .collect();
+        return Ok(Some((args, end + 2)));
+    }
+    let Some(end) = line_end(buf, 0)? else {
+        return Ok(None);
+    };
+    let count = parse_length(&buf[1..end], "multibulk")?;
+    if count <= 0 {
+        return Ok(Some((Vec::new(), end + 2)));
+    }
+    if count as usize > ARGS_MAX {
+        return Err(protocol("too many arguments"));
+    }
+    let mut position = end + 2;
+    let mut args = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if position >= buf.len() {
+            return Ok(None);
+        }
+        if buf[position] != b'$' {
+            return Err(protocol(format!(
+                "expected '$', got '{}'",
+                char::from(buf[position]).escape_default()
+            )));
+        }
+        let Some(end) = line_end(buf, position)? else {
+            return Ok(None);
+        };
+        let length = parse_length(&buf[position + 1..end], "bulk")?;
+        if length < 0 || length as usize > BULK_BYTES_MAX {
+            return Err(protocol("invalid bulk length"));
+        }
+        let start = end + 2;
+        let stop = start + length as usize;
+        if buf.len() < stop + 2 {
+            return Ok(None);
+        }
+        if &buf[stop..stop + 2] != b"\r\n" {
+            return Err(protocol("bulk string not terminated by CRLF"));
+        }
+        args.push(Bytes::copy_from_slice(&buf[start..stop]));
+        position = stop + 2;
+    }
+    Ok(Some((args, position)))
+}
+
+fn bulk(out: &mut Vec<u8>, data: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(data.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn integer(out: &mut Vec<u8>, value: i64) {
+    out.push(b':');
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn error(out: &mut Vec<u8>, message: &str) {
+    out.push(b'-');
+    // A CR or LF would end the error line early and desynchronise the client.
+    out.extend(
+        message
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
+    let prefix = match &failure {
+        EngineError::Refused(CacheError::ValueTooLarge { .. }) => "ERR",
+        EngineError::Refused(_) => "BUSY",
+        EngineError::Unavailable { .. } | EngineError::ShuttingDown => "TRYAGAIN",
+    };
+    error(out, &format!("{prefix} {failure}"));
+}
+
+/// Accepts RESP connections until the task is aborted.
+pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "RESP listener serving");
+    }
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(failure) => {
+                tracing::warn!(error = %failure, "RESP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            if let Err(failure) = serve_connection(stream, engine).await {
+                tracing::debug!(%remote, error = %failure, "RESP connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(16 * 1024);
+    loop {
+        let mut close = false;
+        loop {
+            match parse_command(&input) {
+                Ok(Some((args, used))) => {
+                    input.advance(used);
+                    if !args.is_empty() && execute(&engine, args, &mut out).await {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(failure) => {
+                    error(&mut out, &format!("ERR {failure}"));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if close {
+            return Ok(());
+        }
+        if stream.read_buf(&mut input).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs one command, appending its reply. Returns true when the connection should close.
+async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>) -> bool {
+    let name = args[0].to_ascii_uppercase();
+    let arity = |n: usize, out: &mut Vec<u8>| {
+        let ok = args.len() == n;
+        if !ok {
+            error(
+                out,
+                &format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    String::from_utf8_lossy(&args[0]).to_lowercase()
+                ),
+            );
+        }
+        ok
+    };
+    let valid_key = |key: &[u8], out: &mut Vec<u8>| match validate_key(key) {
+        Ok(()) => true,
+        Err(problem) => {
+            error(out, &format!("ERR invalid key: {problem}"));
+            false
+        }
+    };
+    match name.as_slice() {
+        b"GET" => {
+            if arity(2, out) && valid_key(&args[1], out) {
+                match engine.execute(CacheOp::Get(args[1].clone())).await {
+                    Ok(OpResult::Read(data)) => match data.value {
+                        Some(value) => bulk(out, &value),
+                        None => out.extend_from_slice(b"$-1\r\n"),
+                    },
+                    Ok(other) => error(out, &format!("ERR a read finished as {other:?}")),
+                    Err(failure) => engine_error(out, failure),
+                }
+            }
+        }
+        b"SET" => {
+            if args.len() > 3 {
+                error(out, "ERR syntax error (SET options are not supported)");
+            } else if arity(3, out) && valid_key(&args[1], out) {
+                match engine
+                    .execute(CacheOp::Put(args[1].clone(), args[2].clone()))
+                    .await
+                {
+                    Ok(_) => out.extend_from_slice(b"+OK\r\n"),
+                    Err(failure) => engine_error(out, failure),
+                }
+            }
+        }
+        b"DEL" | b"EXISTS" => {
+            if args.len() < 2 {
+                arity(2, out);
+                return false;
+            }
+            if !args[1..].iter().all(|key| valid_key(key, out)) {
+                return false;
+            }
+            let mut count = 0;
+            for key in &args[1..] {
+                match engine.execute(CacheOp::Get(key.clone())).await {
+                    Ok(OpResult::Read(data)) if data.value.is_some() => count += 1,
+                    Ok(_) => {}
+                    Err(failure) => {
+                        engine_error(out, failure);
+                        return false;
+                    }
+                }
+                if name.as_slice() == b"DEL"
+                    && let Err(failure) = engine.execute(CacheOp::Delete(key.clone())).await
+                {
+                    engine_error(out, failure);
+                    return false;
+                }
+            }
+            integer(out, count);
+        }
+        b"PING" => match args.len() {
+            1 => out.extend_from_slice(b"+PONG\r\n"),
+            2 => bulk(out, &args[1]),
+            _ => {
+                arity(2, out);
+            }
+        },
+        b"ECHO" => {
+            if arity(2, out) {
+                bulk(out, &args[1]);
+            }
+        }
+        b"INFO" => bulk(out, info(engine).as_bytes()),
+        b"CONFIG" => {
+            // redis-benchmark asks for `save` and `appendonly`; the cache has neither.
+            let is_get = args.len() == 3 && args[1].eq_ignore_ascii_case(b"GET");
+            if !is_get {
+                error(out, "ERR only CONFIG GET is supported");
+            } else if args[2].eq_ignore_ascii_case(b"save") {
+                out.extend_from_slice(b"*2\r\n");
+                bulk(out, b"save");
+                bulk(out, b"");
+            } else if args[2].eq_ignore_ascii_case(b"appendonly") {
+                out.extend_from_slice(b"*2\r\n");
+                bulk(out, b"appendonly");
+                bulk(out, b"no");
+            } else {
+                out.extend_from_slice(b"*0\r\n");
+            }
+        }
+        // redis-cli asks for command docs for its hints; it works without them.
+        b"COMMAND" => out.extend_from_slice(b"*0\r\n"),
+        b"CLIENT" => out.extend_from_slice(b"+OK\r\n"),
+        b"SELECT" => {
+            if arity(2, out) {
+                if args[1].as_ref() == b"0" {
+                    out.extend_from_slice(b"+OK\r\n");
+                } else {
+                    error(
+                        out,
+                        "ERR DB index is out of range (the cache has one database)",
+                    );
+                }
+            }
+        }
+        b"QUIT" => {
+            out.extend_from_slice(b"+OK\r\n");
+            return true;
+        }
+        _ => error(
+            out,
+            &format!(
+                "ERR unknown command '{}'",
+                String::from_utf8_lossy(&args[0])
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ),
+        ),
+    }
+    false
+}
+
+fn info(engine: &CacheEngine) -> String {
+    let stats = stats_of(engine);
+    format!(
+        "# Server\r\nredis_version:7.0.0\r\ndistsync_version:{}\r\ndistsync_node:{}\r\n\r\n\
+         # Stats\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nevicted_keys:{}\r\n\
+         invalidations_sent:{}\r\ninvalidations_received:{}\r\nwrite_backs:{}\r\n\r\n\
+         # Keyspace\r\nlines:{}\r\nbytes:{}\r\npolicy:{}\r\nwrite_policy:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        stats.node,
+        stats.hits,
+        stats.misses,
+        stats.evictions,
+        stats.invalidations_sent,
+        stats.invalidations_received,
+        stats.write_backs,
+        stats.lines,
+        stats.bytes,
+        stats.policy,
+        stats.write_policy,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(input: &[u8]) -> (Vec<Bytes>, usize) {
+        parse_command(input).unwrap().unwrap()
+    }
+
+    fn words(words: &[&'static [u8]]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::from_static(w)).collect()
+    }
+
+    #[test]
+    fn multibulk_commands_parse_and_report_their_length() {
+        // Proves argument extraction, binary-safe values and the consumed length (pipelining).
+        let frame = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n*1\r\n$4\r\nPING\r\n";
+        let (args, used) = parsed(frame);
+        assert_eq!(args, words(&[b"SET", b"k", b"a\r\nb"]));
+        assert_eq!(used, 30);
+        let (args, used) = parsed(&frame[used..]);
+        assert_eq!((args, used), (words(&[b"PING"]), 14));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        // Proves every cut point of a valid frame asks for more instead of failing.
+        let frame = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+        for cut in 0..frame.len() {
+            assert_eq!(parse_command(&frame[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert!(parse_command(frame).unwrap().is_some());
+    }
+
+    #[test]
+    fn inline_commands_split_on_spaces() {
+        // Proves the telnet-style form redis-cli users type.
+        let (args, used) = parse_command(b"SET  k  v\r\n").unwrap().unwrap();
+        assert_eq!(
+            args,
+            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
+        );
+        assert_eq!(used, 11);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        // Proves each kind of garbage is refused with a protocol error.
+        for bad in [
+            &b"*x\r\n"[..],
+            b"*1\r\n:5\r\n",
+            b"*1\r\n$-5\r\n",
+            b"*1\r\n$3\r\nabcde\r\n",
+            b"*1\r\n$99999999999\r\n",
+            b"*99999999\r\n",
+            b"*1\r\n$1\r\n\xff\xff\xff",
+        ] {
+            let result = parse_command(bad);
+            assert!(
+                result.is_err() || result == Ok(None),
+                "{bad:?} gave {result:?}"
+            );
+        }
+        assert!(parse_command(b"*1\r\n$3\r\nabcde\r\n").is_err());
+        let long_line = vec![b'a'; LINE_BYTES_MAX + 10];
+        assert!(parse_command(&long_line).is_err());
+    }
+
+    #[test]
+    fn error_lines_cannot_be_split_by_newlines_in_the_message() {
+        // Proves an error quoting client input stays one RESP line.
+        let mut out = Vec::new();
+        error(&mut out, "ERR bad\r\nthing");
+        assert_eq!(out, b"-ERR bad  thing\r\n");
+    }
+}
