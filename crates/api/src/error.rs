@@ -33,6 +33,9 @@ pub enum ErrorCode {
     UnknownReceipt,
     /// The shard holding the partition does not answer; other partitions keep working.
     ShardUnavailable,
+    /// The node does not allow this operation (e.g. fault injection without
+    /// `--allow-fault-injection`).
+    Forbidden,
     /// Something failed inside the node; the message says what.
     Internal,
 }
