@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod demo;
 mod lock_cmd;
 mod probe;
 mod queue;
@@ -26,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Queue(cmd) => queue::cmd::run(cmd),
         Command::Probe(args) => probe::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
