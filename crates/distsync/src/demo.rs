@@ -224,6 +224,13 @@ impl Tour {
             self.note("failover skipped (--no-failover)");
             return Ok(());
         }
+        if self.args.lock_endpoints.len() < 3 {
+            self.note(
+                "failover skipped: fewer than 3 lock nodes given, so no majority would survive \
+                 the crash",
+            );
+            return Ok(());
+        }
         self.pause().await;
         self.next(format!(
             "crash the leader, node {} at {leader_endpoint} (POST /v1/admin/crash: the process \
