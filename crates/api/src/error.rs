@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// answer in time; the operation may still take effect later. Keys homed elsewhere keep
     /// working.
     NodeUnavailable,
+    /// The node does not allow this operation (e.g. fault injection without
+    /// `--allow-fault-injection`).
+    Forbidden,
     /// Something failed inside the node; the message says what.
     Internal,
 }

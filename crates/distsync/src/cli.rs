@@ -42,4 +42,6 @@ pub enum Command {
     Sim(crate::sim::SimArgs),
     /// GET a URL; exit 0 on a 2xx answer (the container health check).
     Probe(crate::probe::ProbeArgs),
+    /// A live, narrated tour of every feature against a running system (`up` or Compose).
+    Demo(crate::demo::DemoArgs),
 }

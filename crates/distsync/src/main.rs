@@ -3,6 +3,7 @@
 mod bench;
 mod cache;
 mod cli;
+mod demo;
 mod lock_cmd;
 mod probe;
 mod queue;
@@ -28,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::cmd::run(cmd),
         Command::Cache(cmd) => cache::cmd::run(cmd),
         Command::Probe(args) => probe::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

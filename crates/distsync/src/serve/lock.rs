@@ -53,6 +53,10 @@ pub struct LockServeArgs {
     /// Do not fsync the log. UNSAFE: a machine crash can lose acknowledged grants.
     #[arg(long, env = "DISTSYNC_UNSAFE_NO_FSYNC")]
     pub unsafe_no_fsync: bool,
+    /// Serve `POST /v1/admin/crash`, which aborts this process (for `distsync demo` and fault
+    /// drills; without this flag it answers 403 `forbidden`).
+    #[arg(long, env = "DISTSYNC_ALLOW_FAULT_INJECTION")]
+    pub allow_fault_injection: bool,
 }
 
 pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
@@ -92,6 +96,7 @@ pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
         },
         commit_timeout: Duration::from_millis(args.commit_timeout_ms),
         leader_wait: Duration::from_millis(args.election_timeout_ms * 4),
+        allow_fault_injection: args.allow_fault_injection,
     };
     if args.unsafe_no_fsync {
         tracing::warn!("fsync is OFF: acknowledged grants can be lost in a machine crash");

@@ -29,6 +29,8 @@ pub struct LockService {
     /// How long a proposal may take to commit before answering `no_leader` (a node cut off from
     /// the majority never commits anything).
     pub commit_timeout: Duration,
+    /// Whether `POST /v1/admin/crash` may abort this process (demos and fault drills only).
+    pub allow_fault_injection: bool,
 }
 
 pub use routes::router;

@@ -23,6 +23,8 @@ pub struct LockNodeConfig {
     pub commit_timeout: Duration,
     /// How long a request waits for a leader to be known.
     pub leader_wait: Duration,
+    /// Whether `POST /v1/admin/crash` may abort the process.
+    pub allow_fault_injection: bool,
 }
 
 /// Runs a lock node until `shutdown` completes or the Raft driver fails.
@@ -57,6 +59,7 @@ pub async fn run_lock_node(
         http_client,
         leader_wait: config.leader_wait,
         commit_timeout: config.commit_timeout,
+        allow_fault_injection: config.allow_fault_injection,
     });
     let app = router(service);
     tracing::info!(

@@ -1,7 +1,7 @@
 //! The OpenAPI document of the lock service, derived from the handlers and the API types.
 
 use super::routes::{
-    __path_acquire, __path_add_member, __path_close_session, __path_cluster_status,
+    __path_acquire, __path_add_member, __path_close_session, __path_cluster_status, __path_crash,
     __path_create_session, __path_keep_alive, __path_lock_state, __path_release,
     __path_remove_member,
 };
@@ -27,7 +27,8 @@ use utoipa::OpenApi;
         lock_state,
         cluster_status,
         add_member,
-        remove_member
+        remove_member,
+        crash
     ),
     components(schemas(
         AcquireRequest,

@@ -43,6 +43,7 @@ pub fn router(service: Arc<LockService>) -> Router {
     Router::new()
         .merge(forwarded)
         .route("/v1/cluster", get(cluster_status))
+        .route("/v1/admin/crash", post(crash))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -503,6 +504,42 @@ async fn remove_member(
 ) -> ApiResult<Json<ClusterStatus>> {
     service.raft.remove_member(id).await?;
     Ok(cluster_status(State(service)).await)
+}
+
+/// How long a crash waits after answering, so the answer leaves before the process dies.
+const CRASH_ANSWER_GRACE: Duration = Duration::from_millis(100);
+
+#[utoipa::path(post, path = "/v1/admin/crash", tag = "admin",
+    responses(
+        (status = 202, description = "The process aborts right after this answer (no clean shutdown)"),
+        (status = 403, body = ErrorBody, description = "forbidden: the node runs without --allow-fault-injection"),
+    ))]
+async fn crash(State(service): State<Arc<LockService>>) -> ApiResult<Response> {
+    if !service.allow_fault_injection {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "fault injection is disabled on this node; start it with --allow-fault-injection \
+             (DISTSYNC_ALLOW_FAULT_INJECTION=true)",
+        ));
+    }
+    let status = service.raft.status();
+    tracing::warn!(
+        node = status.id,
+        role = ?status.role,
+        term = status.term,
+        "POST /v1/admin/crash: aborting the process"
+    );
+    // A crash, not a shutdown: no graceful close of connections or of the Raft driver, exactly
+    // what a killed process leaves behind. The delay only lets the 202 reach the caller.
+    tokio::spawn(async {
+        tokio::time::sleep(CRASH_ANSWER_GRACE).await;
+        std::process::abort();
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"node": status.id, "term": status.term, "crashing": true})),
+    )
+        .into_response())
 }
 
 /// Ready once the node knows a leader and has applied everything it knows committed.
