@@ -545,4 +545,47 @@ mod tests {
         }
         assert_eq!(homes.len(), 3, "200 keys spread over every node");
     }
+
+    #[test]
+    fn coordinator_leaves_out_a_silent_node_and_rivals_never_share_an_epoch() {
+        // Proves the view rules: boot waits for every node, a silent node is dropped, a
+        // restarted one (new incarnation) forces a new view, and two would-be coordinators
+        // issue different epochs.
+        let spec: CacheClusterSpec = "c1=a:1/a:2,c2=b:1/b:2,c3=c:1/c:2".parse().unwrap();
+        let membership = Membership::new(spec.members).unwrap();
+        let names = || ["c1", "c2", "c3"].map(String::from);
+        let timeout = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut c1 = FailureDetector::new("c1", 11, names(), timeout, t0);
+        assert_eq!(c1.proposal(&membership.current(), t0), None, "boot waits");
+        c1.heard("c2", Some(22), t0);
+        c1.heard("c3", Some(33), t0);
+        let (epoch, members) = c1.proposal(&membership.current(), t0).unwrap();
+        assert_eq!(epoch, epoch_of(1, 0));
+        assert_eq!(members.len(), 3);
+        let view = membership.view(epoch, &members).unwrap();
+        assert!(view.includes("c3", 33) && !view.includes("c3", 34));
+        assert_eq!(c1.proposal(&view, t0), None, "nothing changed");
+        let later = t0 + Duration::from_millis(150);
+        c1.heard("c2", Some(22), later);
+        let (next, members) = c1.proposal(&view, later).unwrap();
+        assert!(next > epoch);
+        assert_eq!(
+            members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["c1", "c2"]
+        );
+        c1.heard("c3", Some(34), later);
+        let (_, members) = c1.proposal(&view, later).unwrap();
+        assert!(members.contains(&ViewMember {
+            name: "c3".into(),
+            incarnation: 34
+        }));
+        // c2 cut off from c1 coordinates too, with its own rank in the epoch.
+        let mut c2 = FailureDetector::new("c2", 22, names(), timeout, t0);
+        c2.heard("c3", Some(33), later);
+        assert_eq!(c2.coordinator(later), "c2");
+        let (rival, _) = c2.proposal(&view, later).unwrap();
+        assert_ne!(rival, next);
+        assert_eq!(counter_of(rival), counter_of(next));
+    }
 }
