@@ -84,4 +84,13 @@ pub struct CacheStats {
     pub directory_entries: u64,
     /// Coherence transactions this node has in flight.
     pub pending_transactions: u64,
+    /// Epoch of the membership view this node adopted (0: none yet).
+    #[serde(default)]
+    pub view_epoch: u64,
+    /// Names of the members of that view, sorted.
+    #[serde(default)]
+    pub view_members: Vec<String>,
+    /// Whether this node is in that view (it serves nothing otherwise).
+    #[serde(default)]
+    pub in_view: bool,
 }

@@ -4,8 +4,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use distsync_cache::{CacheConfig, EvictionPolicy, StoreLimits, WritePolicy};
 use distsync_server::cache::{
-    BackingStore, CacheClusterSpec, CacheEngine, EngineConfig, Membership, MembershipView,
-    run_cache_node,
+    BackingStore, CacheClusterSpec, CacheEngine, EngineConfig, Membership, run_cache_node,
 };
 use std::time::Duration;
 
@@ -67,6 +66,14 @@ pub struct CacheServeArgs {
     /// How long a request waits for its coherence transaction before 503 `node_unavailable`.
     #[arg(long, env = "DISTSYNC_CACHE_OP_TIMEOUT_MS", default_value_t = 2_000)]
     pub op_timeout_ms: u64,
+    /// A node not heard from for this long is declared dead: the next view leaves it out and
+    /// its keys move to the next node on the ring.
+    #[arg(
+        long,
+        env = "DISTSYNC_CACHE_FAILURE_TIMEOUT_MS",
+        default_value_t = 1_500
+    )]
+    pub failure_timeout_ms: u64,
     /// How long one backing-store request may take before it is retried.
     #[arg(long, env = "DISTSYNC_CACHE_STORE_TIMEOUT_MS", default_value_t = 1_000)]
     pub store_timeout_ms: u64,
@@ -124,6 +131,7 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
         tick: Duration::from_millis(args.tick_ms.max(1)),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         query_timeout: Duration::from_millis(500),
+        failure_timeout: Duration::from_millis(args.failure_timeout_ms.max(1)),
     };
     tracing::info!(?config, store = %args.store, "effective configuration");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -133,7 +141,7 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let backing =
             BackingStore::open(&args.store, Duration::from_millis(args.store_timeout_ms))?;
-        let membership = Membership::new(MembershipView::new(args.cluster.members.clone())?);
+        let membership = Membership::new(args.cluster.members.clone())?;
         let engine = CacheEngine::new(config, membership, backing)?;
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await

@@ -15,14 +15,25 @@ pub mod client;
 
 pub use client::{CacheClient, CacheClientError};
 
-/// Ports handed out from the range reserved for these tests.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(17000);
+/// Next port handed out (0: not yet initialised from the base).
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// A free port in 17000-17999.
+/// First port of the 1000 these tests use: 17000, or `DISTSYNC_TEST_CACHE_PORT_BASE` (so that
+/// several checkouts can run the tests side by side on one machine).
+fn port_base() -> u16 {
+    std::env::var("DISTSYNC_TEST_CACHE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.parse().ok())
+        .unwrap_or(17000)
+}
+
+/// A free port in the 1000 ports from [`port_base`].
 pub fn port() -> u16 {
+    let base = port_base();
+    let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
     loop {
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        assert!(port < 18000, "ran out of test ports");
+        assert!(port < base + 1000, "ran out of test ports");
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -129,6 +140,22 @@ impl Drop for NodeProc {
 /// `n` cache nodes named c1…cn, all started and ready.
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
+    /// How every node was started: `--cluster`, `--store` and the extra flags.
+    spec: String,
+    store: String,
+    extra: Vec<String>,
+}
+
+fn spawn_node(node: &NodeProc, spec: &str, store: &str, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_distsync"))
+        .args(["serve", "cache", "--id", &node.name, "--cluster", spec])
+        .args(["--store", store, "--resp", &node.resp])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting distsync serve cache")
 }
 
 impl Cluster {
@@ -149,17 +176,9 @@ impl Cluster {
             .map(|node| format!("{}={}/{}", node.name, node.http, node.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let extra: Vec<String> = extra.iter().map(|flag| flag.to_string()).collect();
         for node in &mut nodes {
-            let child = Command::new(env!("CARGO_BIN_EXE_distsync"))
-                .args(["serve", "cache", "--id", &node.name, "--cluster", &spec])
-                .args(["--store", store, "--resp", &node.resp])
-                .args(extra)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("starting distsync serve cache");
-            node.child = Some(child);
+            node.child = Some(spawn_node(node, &spec, store, &extra));
         }
         for node in &nodes {
             let addr = node.http.clone();
@@ -169,7 +188,24 @@ impl Cluster {
                 || http_status(&addr, "GET", "/readyz", None) == Some(200),
             );
         }
-        Cluster { nodes }
+        Cluster {
+            nodes,
+            spec,
+            store: store.to_string(),
+            extra,
+        }
+    }
+
+    /// Starts node `name` again (after [`NodeProc::kill`]) with the flags it had; does not
+    /// wait for it.
+    pub fn restart(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.name == name)
+            .expect("a node of the cluster");
+        assert!(node.child.is_none(), "{name} is still running");
+        node.child = Some(spawn_node(node, &self.spec, &self.store, &self.extra));
     }
 
     /// A client with every node as `NAME=ADDR`.

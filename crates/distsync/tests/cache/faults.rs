@@ -83,3 +83,183 @@ async fn killing_a_node_under_write_through_loses_nothing_acknowledged() {
         }
     }
 }
+
+/// Waits until `client` reads `expected` for `key` on `node`, failing at `deadline`. A 503 while
+/// the cluster agrees on a new view is expected; any other value is lost or stale data.
+async fn await_value(
+    client: &super::common::CacheClient,
+    key: &str,
+    node: &str,
+    expected: &str,
+    deadline: Instant,
+) {
+    loop {
+        match client.get(key, Some(node)).await {
+            Ok(Some(entry)) => {
+                assert_eq!(entry.value, expected, "{key} on {node}: lost or stale");
+                return;
+            }
+            Err(CacheClientError::Api { status: 503, body }) => {
+                assert_eq!(body.code, ErrorCode::NodeUnavailable);
+            }
+            other => panic!("{key} on {node}: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} on {node} not served again in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every node in `nodes` reports a view with exactly `members`, all with the same
+/// epoch; returns that epoch.
+async fn await_view(
+    client: &super::common::CacheClient,
+    nodes: &[&str],
+    members: &[&str],
+    deadline: Instant,
+) -> u64 {
+    loop {
+        let mut epochs = Vec::new();
+        for node in nodes {
+            if let Ok(stats) = client.stats(Some(node)).await
+                && stats.in_view
+                && stats.view_members == members
+            {
+                epochs.push(stats.view_epoch);
+            }
+        }
+        if epochs.len() == nodes.len() && epochs.iter().all(|epoch| *epoch == epochs[0]) {
+            return epochs[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{nodes:?} did not agree on the view {members:?} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// C-08: SIGKILL a node that homes one key and owns another in M, under write-through. Within
+/// 5 s the survivors agree on a view without it and serve both keys again (the new home rebuilt
+/// from the survivors; the dead owner's line reclaimed) with every acknowledged write; the
+/// restarted node rejoins with a new view, serves none of its old lines, and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_replaced_by_a_new_view_and_rejoins_after_restart() {
+    let test_started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisProc::start(dir.path());
+    let mut cluster = Cluster::start(
+        3,
+        &redis.url(),
+        &[
+            "--write-policy",
+            "write-through",
+            "--op-timeout-ms",
+            "1000",
+            "--failure-timeout-ms",
+            "1000",
+        ],
+    );
+    let client = cluster.client();
+    let full_epoch = await_view(
+        &client,
+        &["c1", "c2", "c3"],
+        &["c1", "c2", "c3"],
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await;
+
+    // One key homed on c3 (written by c1), one homed elsewhere and owned in M by c3.
+    let mut homed_on_c3 = None;
+    let mut owned_by_c3 = None;
+    for i in 0..200 {
+        let key = format!("failover-{i}");
+        let home = client.coherence(&key, Some("c1")).await.unwrap().home;
+        if home == "c3" && homed_on_c3.is_none() {
+            homed_on_c3 = Some(key);
+        } else if home != "c3" && owned_by_c3.is_none() {
+            owned_by_c3 = Some(key);
+        }
+    }
+    let (homed_on_c3, owned_by_c3) = (homed_on_c3.unwrap(), owned_by_c3.unwrap());
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    client.put(&homed_on_c3, "h-1", Some("c1")).await.unwrap();
+    acked.insert(homed_on_c3.clone(), "h-1".into());
+    client.put(&owned_by_c3, "o-1", Some("c3")).await.unwrap();
+    acked.insert(owned_by_c3.clone(), "o-1".into());
+    let states = client.coherence(&owned_by_c3, Some("c1")).await.unwrap();
+    assert_eq!(states.states["c3"], "M", "{owned_by_c3}: {states:?}");
+    let mut rng = Rng::new(8);
+    let names = ["c1", "c2", "c3"];
+    for i in 0..30 {
+        let key = format!("bulk-{i}");
+        let value = format!("b-{i}");
+        client
+            .put(&key, &value, Some(names[rng.below(3)]))
+            .await
+            .unwrap();
+        acked.insert(key, value);
+    }
+
+    let killed_at = Instant::now();
+    cluster.nodes[2].kill();
+    let failover_deadline = killed_at + Duration::from_secs(5);
+    for node in ["c1", "c2"] {
+        await_value(&client, &homed_on_c3, node, "h-1", failover_deadline).await;
+        await_value(&client, &owned_by_c3, node, "o-1", failover_deadline).await;
+    }
+    let failover = killed_at.elapsed();
+    let survivors_epoch =
+        await_view(&client, &["c1", "c2"], &["c1", "c2"], failover_deadline).await;
+    assert!(survivors_epoch > full_epoch);
+    eprintln!("both keys served on both survivors {failover:?} after SIGKILL");
+
+    // Nothing acknowledged is lost, and the survivors keep taking writes.
+    for (key, value) in &acked {
+        for node in ["c1", "c2"] {
+            await_value(
+                &client,
+                key,
+                node,
+                value,
+                Instant::now() + Duration::from_secs(3),
+            )
+            .await;
+        }
+    }
+    client.put(&homed_on_c3, "h-2", Some("c2")).await.unwrap();
+    client.put(&owned_by_c3, "o-2", Some("c1")).await.unwrap();
+    for (key, value) in [(&homed_on_c3, "h-2"), (&owned_by_c3, "o-2")] {
+        let stored = redis_command(redis.port, &["HGET", &format!("distsync:cache:{key}"), "v"]);
+        assert_eq!(stored.as_deref(), Some(value), "{key} in redis");
+    }
+
+    // The restarted c3 is a fresh member of a new view; its old M line ("o-1") is gone.
+    cluster.restart("c3");
+    let rejoined_epoch = await_view(
+        &client,
+        &["c1", "c2", "c3"],
+        &["c1", "c2", "c3"],
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await;
+    assert!(rejoined_epoch > survivors_epoch);
+    let states = client.coherence(&owned_by_c3, Some("c1")).await.unwrap();
+    assert_eq!(states.states["c3"], "I", "old line of c3 kept: {states:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    await_value(&client, &owned_by_c3, "c3", "o-2", deadline).await;
+    await_value(&client, &homed_on_c3, "c3", "h-2", deadline).await;
+    client.put(&homed_on_c3, "h-3", Some("c3")).await.unwrap();
+    client.put(&owned_by_c3, "o-3", Some("c3")).await.unwrap();
+    for node in ["c1", "c2", "c3"] {
+        await_value(&client, &homed_on_c3, node, "h-3", deadline).await;
+        await_value(&client, &owned_by_c3, node, "o-3", deadline).await;
+    }
+    assert!(
+        test_started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        test_started.elapsed()
+    );
+}

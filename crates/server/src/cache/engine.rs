@@ -10,7 +10,7 @@
 //! the operation may still take effect later, exactly like a timed-out write on any store.
 
 use super::backing::BackingStore;
-use super::membership::{Membership, MembershipView};
+use super::membership::{FailureDetector, Membership, MembershipView, ViewMember};
 use super::metrics::CacheMetrics;
 use distsync_cache::{
     CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineState, NodeId, OpId,
@@ -18,7 +18,7 @@ use distsync_cache::{
 };
 use distsync_wire::{Inbound, PeerTransport, TransportStats, serve_inbound};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,8 +31,24 @@ const PEER_QUEUE_CAPACITY: usize = 16 * 1024;
 /// What travels between cache nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerMessage {
-    /// A protocol message, for the receiver's node or directory.
-    Coherence(CoherenceMessage),
+    /// A protocol message, for the receiver's node or directory, sent in the sender's view
+    /// `epoch` (the receiver drops it unless that is its own).
+    Coherence {
+        /// The sender's view epoch when the core produced the message.
+        epoch: u64,
+        /// The message.
+        message: CoherenceMessage,
+    },
+    /// The sender's current view, gossiped to every cluster node periodically; also the
+    /// failure detector's heartbeat. Every node adopts a view with a higher epoch than its own.
+    View {
+        /// The view's epoch.
+        epoch: u64,
+        /// Its members, sorted by name.
+        members: Vec<ViewMember>,
+        /// The sender's incarnation (a restarted node has a new one).
+        incarnation: u64,
+    },
     /// "What state is your copy of `key` in?" (for `/v1/cache/{key}/coherence`).
     LineStateQuery {
         /// Correlates the answer.
@@ -62,6 +78,16 @@ pub struct EngineConfig {
     pub op_timeout: Duration,
     /// How long `/coherence` waits for the other nodes' answers.
     pub query_timeout: Duration,
+    /// A node not heard from for this long is suspected and left out of the next view.
+    pub failure_timeout: Duration,
+}
+
+impl EngineConfig {
+    /// How often a node gossips its view (several times per failure timeout, so one lost
+    /// message does not make a node suspect).
+    fn gossip_interval(&self) -> Duration {
+        (self.failure_timeout / 5).max(self.tick)
+    }
 }
 
 /// Why an operation failed.
@@ -85,6 +111,17 @@ pub enum EngineError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node is not in the current membership view (starting, restarted, or declared dead):
+    /// it serves nothing until a view includes it.
+    #[error(
+        "node {node} is not in the current cache view (epoch {epoch}); it serves again once the cluster re-admits it"
+    )]
+    NotInView {
+        /// This node.
+        node: String,
+        /// The view it last adopted.
+        epoch: u64,
+    },
 }
 
 /// A local operation.
@@ -135,7 +172,14 @@ pub struct CacheEngine {
     pub metrics: CacheMetrics,
     queries: Mutex<HashMap<u64, oneshot::Sender<LineState>>>,
     next_query: AtomicU64,
-    heard_from: Mutex<BTreeSet<NodeId>>,
+    /// This process's start stamp: a restarted node is a new member.
+    incarnation: u64,
+    detector: Mutex<FailureDetector>,
+    last_gossip: Mutex<Option<Instant>>,
+    /// In the current view (with this incarnation): serves operations and sends coherence
+    /// messages. Changed only under the core lock, together with the view.
+    serving: AtomicBool,
+    /// Latched once this node served in a view of the whole cluster.
     ready: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -238,12 +282,13 @@ impl Core {
     fn deliver(
         &mut self,
         from: NodeId,
+        epoch: u64,
         message: CoherenceMessage,
         metrics: &CacheMetrics,
     ) -> Vec<Outbound> {
         if message.is_for_directory() {
             metrics.directory_message("in", kind_of(&message));
-            let out = self.directory.handle(from, message);
+            let out = self.directory.handle_at(from, epoch, message);
             Self::count_directory_out(&out, metrics);
             out
         } else {
@@ -252,7 +297,7 @@ impl Core {
             }
             let key = message.key().cloned();
             self.node_call(key.as_ref(), metrics, |node| {
-                ((), node.on_message(from, message))
+                ((), node.on_message_at(from, epoch, message))
             })
             .1
         }
@@ -279,11 +324,22 @@ impl CacheEngine {
             .member_named(&config.name)
             .ok_or_else(|| anyhow::anyhow!("node {} is not listed in the cluster", config.name))?;
         let id = own.id;
-        let peers: Vec<NodeId> = view.members().map(|member| member.id).collect();
-        let node = CacheNode::new(id, config.core.clone(), membership.clone(), peers)?;
+        let node = CacheNode::new(id, config.core.clone(), membership.clone(), view.ids())?;
         let directory = Directory::new(id, config.core.clone())?;
         let transport = PeerTransport::new(id.0, PEER_QUEUE_CAPACITY);
         let transport_stats = transport.stats();
+        // Nanoseconds since 1970: distinct for every start of a node on any sane clock.
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| since.as_nanos() as u64)
+            .max(1);
+        let detector = FailureDetector::new(
+            &config.name,
+            incarnation,
+            membership.roster().map(|member| member.name.clone()),
+            config.failure_timeout,
+            Instant::now(),
+        );
         Ok(Arc::new(CacheEngine {
             id,
             config,
@@ -299,7 +355,10 @@ impl CacheEngine {
             metrics: CacheMetrics::new(),
             queries: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(1),
-            heard_from: Mutex::new(BTreeSet::new()),
+            incarnation,
+            detector: Mutex::new(detector),
+            last_gossip: Mutex::new(None),
+            serving: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         }))
@@ -338,7 +397,7 @@ impl CacheEngine {
     /// Dials every other member, serves inbound peer connections on `peer_listener` and runs
     /// the tick task. Returns the two tasks (abort them to stop).
     pub fn start(self: &Arc<Self>, peer_listener: TcpListener) -> Vec<tokio::task::JoinHandle<()>> {
-        self.connect_peers(&self.membership.current());
+        self.connect_peers();
         let (inbound_tx, inbound_rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
         let stats = Arc::clone(&self.transport_stats);
         let listener = tokio::spawn(serve_inbound(peer_listener, inbound_tx, stats));
@@ -351,35 +410,134 @@ impl CacheEngine {
             loop {
                 interval.tick().await;
                 engine.tick();
+                engine.run_failure_detector(Instant::now());
             }
         });
         vec![listener, inbound, ticker]
     }
 
-    fn connect_peers(&self, view: &MembershipView) {
+    /// Dials every cluster node, in the view or not: an excluded node must still hear the views
+    /// (to learn it is excluded, or re-admitted) and be heard (to be re-admitted).
+    fn connect_peers(&self) {
         let mut transport = lock(&self.transport);
-        let wanted: BTreeSet<u64> = view
-            .members()
+        for member in self
+            .membership
+            .roster()
             .filter(|member| member.id != self.id)
-            .map(|member| member.id.0)
-            .collect();
-        let stale: Vec<u64> = transport
-            .peer_ids()
-            .filter(|id| !wanted.contains(id))
-            .collect();
-        for id in stale {
-            transport.remove_peer(id);
-        }
-        for member in view.members().filter(|member| member.id != self.id) {
+        {
             transport.add_peer_if_changed(member.id.0, member.peer.clone());
         }
     }
 
-    /// Replaces the membership at run time (failure handling publishes a view without the dead
-    /// node): later home lookups use `view` and the transport dials exactly its members.
-    pub fn replace_membership(&self, view: MembershipView) {
-        self.connect_peers(&view);
-        self.membership.replace(view);
+    /// Whether this node is in the current view and serves.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Adopts `view` if its epoch is newer than the current one: publishes it to the home
+    /// lookups and hands it to the core (node and directory) under one lock hold, so no
+    /// message is produced or delivered between the two.
+    fn adopt_view(self: &Arc<Self>, view: MembershipView) {
+        let epoch = view.epoch();
+        self.with_core(|core, _| {
+            let current = self.membership.current();
+            if epoch <= current.epoch() {
+                return ((), Vec::new());
+            }
+            let in_view = view.includes(&self.config.name, self.incarnation);
+            let whole_cluster = view.members().count() == self.membership.roster().count();
+            let ids = view.ids();
+            tracing::info!(
+                node = %self.config.name,
+                epoch,
+                members = ?view.names(),
+                in_view,
+                "adopting cache view"
+            );
+            self.membership.replace(view);
+            lock(&self.detector).saw_epoch(epoch);
+            // A view that lists this node's previous life (a restart) holds nothing of this
+            // process; the core may take it as is, since nothing is sent or delivered until a
+            // view includes this incarnation.
+            let mut out = core.node.set_members(epoch, ids.clone());
+            out.extend(core.directory.set_members(epoch, ids));
+            self.serving.store(in_view, Ordering::Relaxed);
+            self.metrics
+                .set_view(epoch, self.membership.current().members().count());
+            if in_view && whole_cluster {
+                self.ready.store(true, Ordering::Relaxed);
+            }
+            ((), out)
+        });
+    }
+
+    /// Suspects silent nodes, issues a view when this node coordinates and the view is not
+    /// what it sees, and gossips the current view every gossip interval.
+    fn run_failure_detector(self: &Arc<Self>, now: Instant) {
+        let proposal = {
+            let detector = lock(&self.detector);
+            detector.proposal(&self.membership.current(), now)
+        };
+        let mut gossip_now = false;
+        if let Some((epoch, members)) = proposal {
+            match self.membership.view(epoch, &members) {
+                Ok(view) => {
+                    self.adopt_view(view);
+                    gossip_now = true;
+                }
+                Err(error) => tracing::error!(%error, "cannot build the proposed view"),
+            }
+        }
+        let mut last = lock(&self.last_gossip);
+        let due = last
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.gossip_interval());
+        if gossip_now || due {
+            *last = Some(now);
+            drop(last);
+            self.gossip(None);
+        }
+    }
+
+    /// Sends the current view to `to`, or to every other cluster node.
+    fn gossip(&self, to: Option<NodeId>) {
+        let view = self.membership.current();
+        let message = PeerMessage::View {
+            epoch: view.epoch(),
+            members: view.view_members(),
+            incarnation: self.incarnation,
+        };
+        let transport = lock(&self.transport);
+        match to {
+            Some(to) => transport.send(to.0, message),
+            None => {
+                for member in self
+                    .membership
+                    .roster()
+                    .filter(|member| member.id != self.id)
+                {
+                    transport.send(member.id.0, message.clone());
+                }
+            }
+        }
+    }
+
+    fn on_view(
+        self: &Arc<Self>,
+        from: &str,
+        from_id: NodeId,
+        epoch: u64,
+        members: Vec<ViewMember>,
+    ) {
+        let current = self.membership.current().epoch();
+        if epoch > current {
+            match self.membership.view(epoch, &members) {
+                Ok(view) => self.adopt_view(view),
+                Err(error) => tracing::warn!(%from, %error, "view from a peer refused"),
+            }
+        } else if epoch < current {
+            // Catch a lagging (or restarted) node up at once rather than at the next gossip.
+            self.gossip(Some(from_id));
+        }
     }
 
     /// Runs `call` on the core under the lock, then delivers self-addressed messages and
@@ -388,15 +546,17 @@ impl CacheEngine {
         self: &Arc<Self>,
         call: impl FnOnce(&mut Core, &CacheMetrics) -> (R, Vec<Outbound>),
     ) -> R {
-        let (result, remote) = {
+        let (result, remote, epoch) = {
             let mut core = lock(&self.core);
             let (result, out) = call(&mut core, &self.metrics);
+            // Node and directory adopt views together, under this lock.
+            let epoch = core.node.epoch();
             let mut queue: VecDeque<Outbound> = out.into();
             let mut remote = Vec::new();
             while let Some(effect) = queue.pop_front() {
                 match effect {
                     Outbound::Send { to, message } if to == self.id => {
-                        queue.extend(core.deliver(self.id, message, &self.metrics));
+                        queue.extend(core.deliver(self.id, epoch, message, &self.metrics));
                     }
                     Outbound::Complete(completion) => {
                         if let Some(waiter) = core.waiters.remove(&completion.op) {
@@ -406,21 +566,26 @@ impl CacheEngine {
                     other => remote.push(other),
                 }
             }
-            (result, remote)
+            (result, remote, epoch)
         };
-        self.carry_out(remote);
+        self.carry_out(remote, epoch);
         result
     }
 
-    fn carry_out(self: &Arc<Self>, effects: Vec<Outbound>) {
+    fn carry_out(self: &Arc<Self>, effects: Vec<Outbound>, epoch: u64) {
         if effects.is_empty() {
             return;
         }
+        // A node outside the view says nothing: the others may still count its previous life
+        // as a member, and must not take this process's (empty) word for it.
+        let serving = self.is_serving();
         let transport = lock(&self.transport);
         for effect in effects {
             match effect {
                 Outbound::Send { to, message } => {
-                    transport.send(to.0, PeerMessage::Coherence(message));
+                    if serving {
+                        transport.send(to.0, PeerMessage::Coherence { epoch, message });
+                    }
                 }
                 Outbound::Backing(request) => {
                     let engine = Arc::clone(self);
@@ -460,14 +625,26 @@ impl CacheEngine {
         while let Some(Inbound { from, message }) = inbound.recv().await {
             let from = NodeId(from);
             // A stranger's requests would make the directory wait on a node it cannot reach.
-            if self.membership.current().member(from).is_none() {
-                tracing::debug!(%from, "message from a node outside the membership dropped");
+            let Some(sender) = self.membership.roster_member(from).map(|m| m.name.clone()) else {
+                tracing::debug!(%from, "message from a node outside the cluster dropped");
                 continue;
-            }
-            self.note_heard_from(from);
+            };
+            let incarnation = match &message {
+                PeerMessage::View { incarnation, .. } => Some(*incarnation),
+                _ => None,
+            };
+            lock(&self.detector).heard(&sender, incarnation, Instant::now());
             match message {
-                PeerMessage::Coherence(message) => {
-                    self.with_core(|core, metrics| ((), core.deliver(from, message, metrics)));
+                PeerMessage::Coherence { epoch, message } => {
+                    if !self.is_serving() {
+                        continue;
+                    }
+                    self.with_core(|core, metrics| {
+                        ((), core.deliver(from, epoch, message, metrics))
+                    });
+                }
+                PeerMessage::View { epoch, members, .. } => {
+                    self.on_view(&sender, from, epoch, members);
                 }
                 PeerMessage::LineStateQuery { query, key } => {
                     let state = lock(&self.core).node.state_of(&key);
@@ -483,30 +660,10 @@ impl CacheEngine {
         }
     }
 
-    fn note_heard_from(&self, from: NodeId) {
-        if self.ready.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut heard = lock(&self.heard_from);
-        heard.insert(from);
-        let view = self.membership.current();
-        let all = view
-            .members()
-            .filter(|member| member.id != self.id)
-            .all(|member| heard.contains(&member.id));
-        if all {
-            self.ready.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Ready once every other member has been heard from since start (it stays ready when one
-    /// dies later: keys homed elsewhere keep working).
+    /// Ready once this node served in a view of the whole cluster (it stays ready when one
+    /// node dies later: the survivors take over its keys).
     pub fn is_ready(&self) -> bool {
-        if !self.ready.load(Ordering::Relaxed) {
-            // A one-node cluster has no one to hear from.
-            self.note_heard_from(self.id);
-        }
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.is_serving()
     }
 
     /// Runs one read, write or delete; waits at most `op_timeout` for its transaction.
@@ -516,6 +673,13 @@ impl CacheEngine {
     pub async fn execute(self: &Arc<Self>, op: CacheOp) -> Result<OpResult, EngineError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(EngineError::ShuttingDown);
+        }
+        if !self.is_serving() {
+            self.metrics.errors.inc();
+            return Err(EngineError::NotInView {
+                node: self.config.name.clone(),
+                epoch: self.membership.current().epoch(),
+            });
         }
         let started_at = Instant::now();
         let label = op.label();

@@ -36,6 +36,8 @@ pub struct CacheMetrics {
     hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     lines: Gauge,
     bytes: Gauge,
+    view_epoch: Gauge,
+    view_members: Gauge,
 }
 
 impl Default for CacheMetrics {
@@ -65,6 +67,8 @@ impl CacheMetrics {
             hit_ratio: Gauge::default(),
             lines: Gauge::default(),
             bytes: Gauge::default(),
+            view_epoch: Gauge::default(),
+            view_members: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +132,16 @@ impl CacheMetrics {
             "Value bytes in the local store",
             metrics.bytes.clone(),
         );
+        registry.register(
+            "view_epoch",
+            "Epoch of the membership view this node adopted (0: none yet)",
+            metrics.view_epoch.clone(),
+        );
+        registry.register(
+            "view_members",
+            "Members in the membership view this node adopted",
+            metrics.view_members.clone(),
+        );
         CacheMetrics {
             registry,
             ..metrics
@@ -156,6 +170,12 @@ impl CacheMetrics {
         self.op_seconds
             .get_or_create(&vec![("op", op.to_string())])
             .observe(seconds);
+    }
+
+    /// Records the adopted membership view.
+    pub fn set_view(&self, epoch: u64, members: usize) {
+        self.view_epoch.set(epoch as i64);
+        self.view_members.set(members as i64);
     }
 
     /// `hits / (hits + misses)`, 0 before the first read.

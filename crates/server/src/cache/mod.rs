@@ -18,7 +18,8 @@ pub use backing::BackingStore;
 pub use engine::{CacheEngine, CacheOp, EngineConfig, EngineError, PeerMessage};
 pub use key::{KEY_BYTES_MAX, validate_key};
 pub use membership::{
-    CacheClusterSpec, CacheClusterSpecError, CacheMember, Membership, MembershipView, node_id_of,
+    CacheClusterSpec, CacheClusterSpecError, CacheMember, EPOCH_LIMIT, EPOCH_RANK_BITS,
+    FailureDetector, Membership, MembershipView, ViewMember, counter_of, epoch_of, node_id_of,
 };
 pub use metrics::CacheMetrics;
 pub use openapi::openapi_document;

@@ -144,7 +144,9 @@ fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
     let prefix = match &failure {
         EngineError::Refused(CacheError::ValueTooLarge { .. }) => "ERR",
         EngineError::Refused(_) => "BUSY",
-        EngineError::Unavailable { .. } | EngineError::ShuttingDown => "TRYAGAIN",
+        EngineError::Unavailable { .. }
+        | EngineError::ShuttingDown
+        | EngineError::NotInView { .. } => "TRYAGAIN",
     };
     error(out, &format!("{prefix} {failure}"));
 }

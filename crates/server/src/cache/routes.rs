@@ -47,7 +47,9 @@ pub fn api_error(error: EngineError) -> ApiError {
             | CacheError::TooManyQueuedOperations { .. },
         ) => ErrorCode::LimitExceeded,
         EngineError::Refused(CacheError::InvalidConfig(_)) => ErrorCode::Internal,
-        EngineError::Unavailable { .. } | EngineError::ShuttingDown => ErrorCode::NodeUnavailable,
+        EngineError::Unavailable { .. }
+        | EngineError::ShuttingDown
+        | EngineError::NotInView { .. } => ErrorCode::NodeUnavailable,
     };
     ApiError::new(code, error.to_string())
 }
@@ -173,6 +175,7 @@ pub fn stats_of(engine: &CacheEngine) -> CacheStats {
     let (lines, bytes, directory_entries, pending) = engine.occupancy();
     let metrics = &engine.metrics;
     let core = &engine.config().core;
+    let view = engine.membership().current();
     CacheStats {
         node: engine.name().to_string(),
         hits: metrics.hits.get(),
@@ -197,6 +200,9 @@ pub fn stats_of(engine: &CacheEngine) -> CacheStats {
         },
         directory_entries: directory_entries as u64,
         pending_transactions: pending as u64,
+        view_epoch: view.epoch(),
+        view_members: view.names(),
+        in_view: engine.is_serving(),
     }
 }
 
@@ -216,7 +222,7 @@ async fn readyz(State(engine): State<Arc<CacheEngine>>) -> Response {
     } else {
         ApiError::new(
             ErrorCode::NodeUnavailable,
-            "not every cache node has been reached yet",
+            "not in a cache view yet (every node must be reached once), or left out of the current one",
         )
         .into_response()
     }
