@@ -163,3 +163,16 @@ pub fn metrics_response(text: String) -> Response {
     )
         .into_response()
 }
+
+/// What every node's router ends with: `/healthz`, `/openapi.json`, the JSON 404 fallback and
+/// the body limits (an oversized body is refused with 413 before any handler reads it).
+pub fn with_common_routes<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+) -> axum::Router<S> {
+    router
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/openapi.json", axum::routing::get(crate::openapi_json))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(reject_oversized_bodies))
+}

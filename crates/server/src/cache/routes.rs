@@ -2,10 +2,10 @@
 
 use super::engine::{CacheEngine, CacheOp, EngineError};
 use super::key::validate_key;
-use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, healthz, metrics_response, not_found};
+use crate::http::{ApiError, Json, metrics_response, with_common_routes};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,23 +19,16 @@ use std::sync::Arc;
 /// The cache node's router: the cache API plus `/healthz`, `/readyz`, `/metrics` and
 /// `/openapi.json`.
 pub fn router(engine: Arc<CacheEngine>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1/cache/{key}",
             get(get_key).put(put_key).delete(delete_key),
         )
         .route("/v1/cache/{key}/coherence", get(coherence))
         .route("/v1/stats", get(stats))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::openapi_json))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn(
-            crate::http::reject_oversized_bodies,
-        ))
-        .with_state(engine)
+        .route("/metrics", get(metrics));
+    with_common_routes(routes).with_state(engine)
 }
 
 /// Maps an engine error to its HTTP answer.

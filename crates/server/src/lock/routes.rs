@@ -4,11 +4,9 @@
 use super::LockService;
 use super::forward::forward_to_leader;
 use super::state_machine::LockReply;
-use crate::http::{
-    ApiError, BODY_LIMIT_BYTES, Json, healthz, metrics_response, not_found, reject_oversized_bodies,
-};
+use crate::http::{ApiError, Json, metrics_response, with_common_routes};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -40,18 +38,13 @@ pub fn router(service: Arc<LockService>) -> Router {
             Arc::clone(&service),
             forward_to_leader,
         ));
-    Router::new()
+    let routes = Router::new()
         .merge(forwarded)
         .route("/v1/cluster", get(cluster_status))
         .route("/v1/admin/crash", post(crash))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::openapi_json))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn(reject_oversized_bodies))
-        .with_state(service)
+        .route("/metrics", get(metrics));
+    with_common_routes(routes).with_state(service)
 }
 
 type ApiResult<T> = Result<T, ApiError>;

@@ -1,9 +1,9 @@
 //! The queue HTTP API: thin handlers over [`QueueService`].
 
 use super::QueueNode;
-use crate::http::{ApiError, BODY_LIMIT_BYTES, Json, healthz, metrics_response, not_found};
+use crate::http::{ApiError, Json, metrics_response, with_common_routes};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// The queue node's router: the queue API plus `/healthz`, `/readyz` and `/metrics`.
 pub fn router(node: Arc<QueueNode>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/queues/{queue}/messages", post(publish))
         .route("/v1/queues/{queue}/receive", post(receive))
         .route("/v1/queues/{queue}/ack", post(ack))
@@ -27,16 +27,9 @@ pub fn router(node: Arc<QueueNode>) -> Router {
         .route("/v1/queues/{queue}", get(stats))
         .route("/v1/queues/{queue}/dead-letters", get(dead_letters))
         .route("/v1/ring", get(ring))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::openapi_json))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn(
-            crate::http::reject_oversized_bodies,
-        ))
-        .with_state(node)
+        .route("/metrics", get(metrics));
+    with_common_routes(routes).with_state(node)
 }
 
 /// Maps a queue error to its HTTP code, counting shard failures.
