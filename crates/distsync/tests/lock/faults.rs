@@ -357,12 +357,7 @@ async fn a_node_added_at_run_time_catches_up_by_snapshot_and_votes() {
         .send()
         .await
         .expect("leader answers");
-    assert_eq!(
-        response.status().as_u16(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    expect_200(response).await;
     let status: distsync_api::ClusterStatus = cluster.status(leader).await.unwrap();
     assert!(
         status
@@ -396,12 +391,7 @@ async fn a_node_added_at_run_time_catches_up_by_snapshot_and_votes() {
         .send()
         .await
         .expect("leader answers");
-    assert_eq!(
-        response.status().as_u16(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    expect_200(response).await;
     let status: distsync_api::ClusterStatus = cluster.status(leader).await.unwrap();
     assert!(
         status.members.iter().all(|member| member.id != 4),
@@ -463,4 +453,10 @@ async fn a_restart_with_a_wrong_cluster_keeps_the_recorded_voters_and_another_no
         stderr.contains("belongs to node 1"),
         "the error does not name the owner: {stderr}"
     );
+}
+
+/// Asserts a 200 answer, showing the body of any other.
+async fn expect_200(response: reqwest::Response) {
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
 }
