@@ -1,48 +1,21 @@
 //! `distsync demo` end to end: a real `distsync up` on free loopback ports, the demo run
 //! against it, its evidence checked, and `up`'s supervision seen healing the crashed leader.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_distsync");
+#[path = "support/ports.rs"]
+mod ports;
 
-/// A base port with every port at `offsets` from it free now (the race with other processes is
-/// accepted), avoiding the ports in `taken`.
-fn free_base(offsets: &[u16], taken: &[u16]) -> u16 {
-    for _ in 0..100 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("an ephemeral port")
-            .port();
-        if base > 65_000 - offsets.iter().max().copied().unwrap_or(0) {
-            continue;
-        }
-        let wanted: Vec<u16> = offsets.iter().map(|offset| base + offset).collect();
-        if wanted.iter().any(|port| taken.contains(port)) {
-            continue;
-        }
-        let held: Vec<TcpListener> = wanted
-            .iter()
-            .filter_map(|port| TcpListener::bind(("127.0.0.1", *port)).ok())
-            .collect();
-        if held.len() == wanted.len() {
-            return base;
-        }
-    }
-    panic!("no free port range found in 100 tries");
-}
+const BIN: &str = env!("CARGO_BIN_EXE_distsync");
 
 /// Lock base (HTTP BASE..BASE+2, peer BASE+100..), queue port, cache base (HTTP BASE..BASE+2,
 /// peer BASE+100.., RESP BASE+300..).
 fn free_ports() -> (u16, u16, u16) {
-    let lock = free_base(&[0, 1, 2, 100, 101, 102], &[]);
-    let lock_ports: Vec<u16> = [0, 1, 2, 100, 101, 102].iter().map(|o| lock + o).collect();
-    let queue = free_base(&[0], &lock_ports);
-    let mut taken = lock_ports;
-    taken.push(queue);
-    let cache = free_base(&[0, 1, 2, 100, 101, 102, 300, 301, 302], &taken);
+    let lock = ports::block(&[0, 1, 2, 100, 101, 102]);
+    let queue = ports::port();
+    let cache = ports::block(&[0, 1, 2, 100, 101, 102, 300, 301, 302]);
     (lock, queue, cache)
 }
 

@@ -4,9 +4,13 @@
 use distsync_queue::{FileStreams, NewEntry, RedisStreams, StreamBackend, StreamId};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+// The workspace's one allocator of test ports (why not port 0: see there).
+#[path = "../../distsync/tests/support/ports.rs"]
+mod ports;
 
 struct Redis {
     child: Child,
@@ -24,10 +28,7 @@ impl Drop for Redis {
 /// Starts `redis-server` on a free port; panics (never skips) if it is not installed.
 fn start_redis() -> Redis {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = ports::port();
     let child = Command::new("redis-server")
         .args([
             "--port",

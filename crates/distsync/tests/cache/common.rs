@@ -4,10 +4,9 @@
 #![allow(dead_code)] // each test module uses a different subset
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "../../src/cache/client.rs"]
@@ -15,30 +14,7 @@ pub mod client;
 
 pub use client::{CacheClient, CacheClientError};
 
-/// Next port handed out (0: not yet initialised from the base).
-static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
-
-/// First port of the 1000 these tests use: 17000, or `DISTSYNC_TEST_CACHE_PORT_BASE` (so that
-/// several checkouts can run the tests side by side on one machine).
-fn port_base() -> u16 {
-    std::env::var("DISTSYNC_TEST_CACHE_PORT_BASE")
-        .ok()
-        .and_then(|base| base.parse().ok())
-        .unwrap_or(17000)
-}
-
-/// A free port in the 1000 ports from [`port_base`].
-pub fn port() -> u16 {
-    let base = port_base();
-    let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
-    loop {
-        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-        assert!(port < base + 1000, "ran out of test ports");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use crate::ports::port;
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes.
 pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

@@ -1,6 +1,6 @@
 //! Black-box tests of the cache service: real `distsync serve cache` processes (and a real
-//! `redis-server` where the backing store matters) on loopback ports 17000-17999
-//! (move them with `DISTSYNC_TEST_CACHE_PORT_BASE`).
+//! `redis-server` where the backing store matters) on loopback ports
+//! from `support/ports.rs`.
 //!
 //! `coherence` checks what every reader sees across nodes (states, freshness, capacity
 //! pressure); `faults` kills a node under write-through; `input` feeds bad requests, bad RESP
@@ -10,3 +10,5 @@ mod coherence;
 mod common;
 mod faults;
 mod input;
+#[path = "../support/ports.rs"]
+mod ports;

@@ -2,23 +2,14 @@
 //! test can cut, and a fenced resource that refuses stale tokens.
 
 use crate::link::Link;
+use crate::ports::port;
 use distsync_client::{Client, ClientConfig};
 use std::collections::BTreeMap;
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ELECTION_TIMEOUT_MS: u64 = 300;
-
-/// A free loopback port (bound then released; the race with other tests is accepted).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
 
 pub struct Node {
     pub id: u64,
@@ -60,8 +51,8 @@ impl LockCluster {
                 id,
                 Node {
                     id,
-                    http: format!("127.0.0.1:{}", free_port()),
-                    raft: format!("127.0.0.1:{}", free_port()),
+                    http: format!("127.0.0.1:{}", port()),
+                    raft: format!("127.0.0.1:{}", port()),
                     data_dir: dir.path().join(format!("node{id}")),
                     process: None,
                 },

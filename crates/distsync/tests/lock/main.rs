@@ -7,4 +7,6 @@ mod faults;
 mod input;
 #[path = "../support/link.rs"]
 mod link;
+#[path = "../support/ports.rs"]
+mod ports;
 mod semantics;

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary module uses a different subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,13 +19,6 @@ pub use client::{ClientError, QueueClient};
 pub enum Backend {
     Redis,
     Embedded,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral loopback port")
 }
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes.
@@ -56,7 +49,7 @@ impl RedisProc {
     pub fn start(dir: &Path) -> RedisProc {
         std::fs::create_dir_all(dir).expect("creating redis dir");
         let mut redis = RedisProc {
-            port: free_port(),
+            port: crate::ports::port(),
             dir: dir.to_path_buf(),
             child: None,
         };

@@ -10,5 +10,7 @@ mod common;
 mod faults;
 #[path = "../support/link.rs"]
 mod link;
+#[path = "../support/ports.rs"]
+mod ports;
 mod ring;
 mod trim;
