@@ -113,6 +113,16 @@ impl<M: Serialize + Send + 'static> PeerTransport<M> {
         }
     }
 
+    /// Closes every peer's queue: each connection task writes what is queued and ends. Returns
+    /// the tasks so that a node shutting down can wait (bounded) for its last words to go out;
+    /// the transport sends nothing afterwards.
+    pub fn close(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.peers)
+            .into_values()
+            .map(|peer| peer.task)
+            .collect()
+    }
+
     /// Whether `id` is a known peer.
     pub fn has_peer(&self, id: u64) -> bool {
         self.peers.contains_key(&id)

@@ -4,8 +4,10 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use distsync_cache::{CacheConfig, EvictionPolicy, StoreLimits, WritePolicy};
 use distsync_server::cache::{
-    BackingStore, CacheClusterSpec, CacheEngine, EngineConfig, Membership, run_cache_node,
+    BackingStore, CacheClusterSpec, CacheEngine, CacheMember, EngineConfig, Membership,
+    run_cache_node,
 };
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -23,12 +25,19 @@ pub enum WritePolicyArg {
 /// Run a cache node.
 #[derive(Debug, Args)]
 pub struct CacheServeArgs {
-    /// This node's name (a name in --cluster).
+    /// This node's name: a name in --cluster, or a new node's name (it joins the running
+    /// cluster). Default: the host name (one per container when a Compose service is scaled).
     #[arg(long, env = "DISTSYNC_CACHE_ID")]
-    pub id: String,
-    /// Every node: `NAME=HTTP_ADDR/PEER_ADDR,…`, the same list on every node.
+    pub id: Option<String>,
+    /// The cluster's seed nodes: `NAME=HTTP_ADDR/PEER_ADDR,…`, the same list on every seed. A
+    /// node started later with the seeds here (and its own name not among them) joins without
+    /// a restart of the others.
     #[arg(long, env = "DISTSYNC_CACHE_CLUSTER")]
     pub cluster: CacheClusterSpec,
+    /// Where the other nodes reach a node not listed in --cluster: `HTTP_ADDR/PEER_ADDR`.
+    /// Default: this host's address with the ports of --listen-http and --listen-peer.
+    #[arg(long, env = "DISTSYNC_CACHE_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Backing store: `memory` (in this process) or `redis://HOST:PORT`.
     #[arg(long, env = "DISTSYNC_CACHE_STORE", default_value = "memory")]
     pub store: String,
@@ -110,23 +119,80 @@ impl CacheServeArgs {
     }
 }
 
-pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
-    let own = args
-        .cluster
-        .members
-        .iter()
-        .find(|member| member.name == args.id)
-        .with_context(|| {
-            format!(
-                "node {} is not listed in --cluster {}",
-                args.id, args.cluster
+/// The host name, which names a node started without --id.
+fn host_name() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .context("--id not given and the host name is unknown")?;
+    anyhow::ensure!(
+        !name.is_empty(),
+        "--id not given and the host name is empty"
+    );
+    Ok(name)
+}
+
+/// This node as the others reach it: its --cluster entry, or for a joining node the
+/// --advertise addresses (default: the host's address, resolved as the others would, with the
+/// listen ports).
+fn own_member(args: &CacheServeArgs, name: &str) -> anyhow::Result<CacheMember> {
+    if let Some(member) = args.cluster.members.iter().find(|m| m.name == name) {
+        return Ok(member.clone());
+    }
+    let (http, peer) = match &args.advertise {
+        Some(advertise) => {
+            let (http, peer) = advertise
+                .split_once('/')
+                .context("--advertise is HTTP_ADDR/PEER_ADDR")?;
+            (http.to_string(), peer.to_string())
+        }
+        None => {
+            let (Some(http), Some(peer)) = (&args.listen_http, &args.listen_peer) else {
+                anyhow::bail!(
+                    "node {name} is not in --cluster {}: give --advertise HTTP_ADDR/PEER_ADDR \
+                     (or --listen-http and --listen-peer) so that the others can reach it",
+                    args.cluster
+                );
+            };
+            let port = |listen: &str| {
+                listen
+                    .parse::<std::net::SocketAddr>()
+                    .map(|addr| addr.port())
+                    .with_context(|| format!("listen address {listen} is not IP:PORT"))
+            };
+            let host = host_name()?;
+            let ip = (host.as_str(), 0)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving this host's name {host}"))?
+                .map(|addr| addr.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+                .with_context(|| {
+                    format!("host name {host} has no non-loopback IPv4 address; give --advertise")
+                })?;
+            (
+                format!("{ip}:{}", port(http)?),
+                format!("{ip}:{}", port(peer)?),
             )
-        })?
-        .clone();
-    let http_addr = args.listen_http.clone().unwrap_or(own.http);
-    let peer_addr = args.listen_peer.clone().unwrap_or(own.peer);
+        }
+    };
+    let spec: CacheClusterSpec = format!("{name}={http}/{peer}").parse()?;
+    Ok(spec.members[0].clone())
+}
+
+pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
+    let name = match &args.id {
+        Some(id) => id.clone(),
+        None => host_name()?,
+    };
+    let own = own_member(&args, &name)?;
+    let joining = !args.cluster.members.iter().any(|m| m.name == name);
+    if joining {
+        tracing::info!(node = %name, http = %own.http, peer = %own.peer, seeds = %args.cluster, "joining the cluster of the seeds");
+    }
+    let http_addr = args.listen_http.clone().unwrap_or(own.http.clone());
+    let peer_addr = args.listen_peer.clone().unwrap_or(own.peer.clone());
     let config = EngineConfig {
-        name: args.id.clone(),
+        name: name.clone(),
         core: args.core_config()?,
         tick: Duration::from_millis(args.tick_ms.max(1)),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
@@ -141,7 +207,7 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let backing =
             BackingStore::open(&args.store, Duration::from_millis(args.store_timeout_ms))?;
-        let membership = Membership::new(args.cluster.members.clone())?;
+        let membership = Membership::new(args.cluster.members.clone(), &own)?;
         let engine = CacheEngine::new(config, membership, backing)?;
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await

@@ -98,6 +98,24 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
+    /// SIGTERM, then waits for the exit: the node writes back its Modified lines and tells
+    /// the others it leaves.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "SIGTERM {}", self.name);
+            let exit = child.wait().expect("reaping cache node");
+            assert!(
+                exit.success(),
+                "{} exited with {exit} after SIGTERM",
+                self.name
+            );
+        }
+    }
+
     /// SIGKILL: no write-back, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -184,6 +202,26 @@ impl Cluster {
         node.child = Some(spawn_node(node, &self.spec, &self.store, &self.extra));
     }
 
+    /// Starts a node `name` that is not in the seeds' `--cluster`: it announces itself at the
+    /// addresses given with `--advertise` and joins the running cluster. Does not wait.
+    pub fn join(&mut self, name: &str) -> &NodeProc {
+        let mut node = NodeProc {
+            name: name.to_string(),
+            http: format!("127.0.0.1:{}", port()),
+            peer: format!("127.0.0.1:{}", port()),
+            resp: format!("127.0.0.1:{}", port()),
+            child: None,
+        };
+        let mut extra = self.extra.clone();
+        extra.extend([
+            "--advertise".to_string(),
+            format!("{}/{}", node.http, node.peer),
+        ]);
+        node.child = Some(spawn_node(&node, &self.spec, &self.store, &extra));
+        self.nodes.push(node);
+        self.nodes.last().expect("just pushed")
+    }
+
     /// A client with every node as `NAME=ADDR`.
     pub fn client(&self) -> CacheClient {
         let endpoints: Vec<String> = self
@@ -208,6 +246,35 @@ impl Cluster {
             .iter()
             .find(|node| node.name == name)
             .expect("a node of the cluster")
+    }
+}
+
+/// Waits until every node in `nodes` reports a view with exactly `members`, all with the same
+/// epoch; returns that epoch.
+pub async fn await_view(
+    client: &CacheClient,
+    nodes: &[&str],
+    members: &[&str],
+    deadline: Instant,
+) -> u64 {
+    loop {
+        let mut epochs = Vec::new();
+        for node in nodes {
+            if let Ok(stats) = client.stats(Some(node)).await
+                && stats.in_view
+                && stats.view_members == members
+            {
+                epochs.push(stats.view_epoch);
+            }
+        }
+        if epochs.len() == nodes.len() && epochs.iter().all(|epoch| *epoch == epochs[0]) {
+            return epochs[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{nodes:?} did not agree on the view {members:?} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

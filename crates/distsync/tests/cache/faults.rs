@@ -1,7 +1,7 @@
 //! A node dies (SIGKILL) under write-through: the others keep serving, nothing acknowledged is
 //! lost from the backing store, and a request that needs the dead node fails in bounded time.
 
-use super::common::{CacheClientError, Cluster, RedisProc, Rng, redis_command};
+use super::common::{CacheClientError, Cluster, RedisProc, Rng, await_view, redis_command};
 use distsync_api::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -107,35 +107,6 @@ async fn await_value(
         assert!(
             Instant::now() < deadline,
             "{key} on {node} not served again in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until every node in `nodes` reports a view with exactly `members`, all with the same
-/// epoch; returns that epoch.
-async fn await_view(
-    client: &super::common::CacheClient,
-    nodes: &[&str],
-    members: &[&str],
-    deadline: Instant,
-) -> u64 {
-    loop {
-        let mut epochs = Vec::new();
-        for node in nodes {
-            if let Ok(stats) = client.stats(Some(node)).await
-                && stats.in_view
-                && stats.view_members == members
-            {
-                epochs.push(stats.view_epoch);
-            }
-        }
-        if epochs.len() == nodes.len() && epochs.iter().all(|epoch| *epoch == epochs[0]) {
-            return epochs[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{nodes:?} did not agree on the view {members:?} in time"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -12,3 +12,4 @@ mod faults;
 mod input;
 #[path = "../support/ports.rs"]
 mod ports;
+mod scale;

@@ -10,7 +10,7 @@
 //! the operation may still take effect later, exactly like a timed-out write on any store.
 
 use super::backing::BackingStore;
-use super::membership::{FailureDetector, Membership, MembershipView, ViewMember};
+use super::membership::{AnnouncedMember, FailureDetector, Membership, MembershipView, ViewMember};
 use super::metrics::CacheMetrics;
 use distsync_cache::{
     CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineState, NodeId, OpId,
@@ -24,6 +24,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+
+/// A node learned at run time that has been out of the view and silent for this many failure
+/// timeouts is forgotten.
+const FORGET_AFTER_TIMEOUTS: u32 = 20;
 
 /// Messages queued per peer before the transport drops (the protocol retransmits).
 const PEER_QUEUE_CAPACITY: usize = 16 * 1024;
@@ -39,7 +43,7 @@ pub enum PeerMessage {
         /// The message.
         message: CoherenceMessage,
     },
-    /// The sender's current view, gossiped to every cluster node periodically; also the
+    /// The sender's current view, gossiped to every known node periodically; also the
     /// failure detector's heartbeat. Every node adopts a view with a higher epoch than its own.
     View {
         /// The view's epoch.
@@ -47,6 +51,15 @@ pub enum PeerMessage {
         /// Its members, sorted by name.
         members: Vec<ViewMember>,
         /// The sender's incarnation (a restarted node has a new one).
+        incarnation: u64,
+        /// The addresses of the members and of the sender, so that a node hears of nodes
+        /// that joined after it started (and a joining node announces itself).
+        addresses: Vec<AnnouncedMember>,
+    },
+    /// The sender is shutting down: drop it from the view now rather than after the failure
+    /// timeout (its Modified lines are already written back).
+    Leaving {
+        /// The incarnation that leaves (a message from an older life must not evict a newer).
         incarnation: u64,
     },
     /// "What state is your copy of `key` in?" (for `/v1/cache/{key}/coherence`).
@@ -320,8 +333,10 @@ impl CacheEngine {
         backing: BackingStore,
     ) -> anyhow::Result<Arc<Self>> {
         let view = membership.current();
-        let own = view
-            .member_named(&config.name)
+        let own = membership
+            .roster()
+            .into_iter()
+            .find(|member| member.name == config.name)
             .ok_or_else(|| anyhow::anyhow!("node {} is not listed in the cluster", config.name))?;
         let id = own.id;
         let node = CacheNode::new(id, config.core.clone(), membership.clone(), view.ids())?;
@@ -336,7 +351,7 @@ impl CacheEngine {
         let detector = FailureDetector::new(
             &config.name,
             incarnation,
-            membership.roster().map(|member| member.name.clone()),
+            membership.seed_names(),
             config.failure_timeout,
             Instant::now(),
         );
@@ -416,16 +431,58 @@ impl CacheEngine {
         vec![listener, inbound, ticker]
     }
 
-    /// Dials every cluster node, in the view or not: an excluded node must still hear the views
+    /// Dials every known node, in the view or not: an excluded node must still hear the views
     /// (to learn it is excluded, or re-admitted) and be heard (to be re-admitted).
     fn connect_peers(&self) {
         let mut transport = lock(&self.transport);
-        for member in self
-            .membership
-            .roster()
-            .filter(|member| member.id != self.id)
-        {
-            transport.add_peer_if_changed(member.id.0, member.peer.clone());
+        for member in self.membership.roster() {
+            if member.id != self.id {
+                transport.add_peer_if_changed(member.id.0, member.peer);
+            }
+        }
+    }
+
+    /// Takes in the nodes a `View` names that this node has not heard of (a node that joined).
+    fn learn_nodes(&self, addresses: &[AnnouncedMember]) {
+        let mut learned = false;
+        for announced in addresses {
+            if let Some(member) = self.membership.learn(announced) {
+                tracing::info!(node = %self.config.name, joined = %member.name, peer = %member.peer, "learned of a node");
+                lock(&self.detector).learn(&member.name);
+                learned = true;
+            }
+        }
+        if learned {
+            self.connect_peers();
+        }
+    }
+
+    /// Forgets nodes learned at run time that have been out of the view and silent for
+    /// [`FORGET_AFTER_TIMEOUTS`] failure timeouts (a node scaled away), so they are no longer
+    /// dialed and gossiped to. Seeds are never forgotten.
+    fn forget_departed(&self, now: Instant) {
+        let view = self.membership.current();
+        let limit = self.config.failure_timeout * FORGET_AFTER_TIMEOUTS;
+        let departed: Vec<String> = {
+            let detector = lock(&self.detector);
+            self.membership
+                .roster()
+                .into_iter()
+                .filter(|member| member.id != self.id && view.member(member.id).is_none())
+                .filter(|member| {
+                    detector
+                        .last_heard(&member.name)
+                        .is_none_or(|at| now.saturating_duration_since(at) > limit)
+                })
+                .map(|member| member.name)
+                .collect()
+        };
+        for name in departed {
+            if let Some(member) = self.membership.forget(&name) {
+                tracing::info!(node = %self.config.name, forgotten = %name, "forgot a departed node");
+                lock(&self.detector).forget(&name);
+                lock(&self.transport).remove_peer(member.id.0);
+            }
         }
     }
 
@@ -445,7 +502,6 @@ impl CacheEngine {
                 return ((), Vec::new());
             }
             let in_view = view.includes(&self.config.name, self.incarnation);
-            let whole_cluster = view.members().count() == self.membership.roster().count();
             let ids = view.ids();
             tracing::info!(
                 node = %self.config.name,
@@ -464,7 +520,7 @@ impl CacheEngine {
             self.serving.store(in_view, Ordering::Relaxed);
             self.metrics
                 .set_view(epoch, self.membership.current().members().count());
-            if in_view && whole_cluster {
+            if in_view {
                 self.ready.store(true, Ordering::Relaxed);
             }
             ((), out)
@@ -474,6 +530,7 @@ impl CacheEngine {
     /// Suspects silent nodes, issues a view when this node coordinates and the view is not
     /// what it sees, and gossips the current view every gossip interval.
     fn run_failure_detector(self: &Arc<Self>, now: Instant) {
+        self.forget_departed(now);
         let proposal = {
             let detector = lock(&self.detector);
             detector.proposal(&self.membership.current(), now)
@@ -498,25 +555,56 @@ impl CacheEngine {
         }
     }
 
-    /// Sends the current view to `to`, or to every other cluster node.
+    /// Sends the current view to `to`, or to every other known node.
     fn gossip(&self, to: Option<NodeId>) {
         let view = self.membership.current();
+        let roster = self.membership.roster();
+        let addresses = roster
+            .iter()
+            .filter(|member| member.id == self.id || view.member(member.id).is_some())
+            .map(AnnouncedMember::from)
+            .collect();
         let message = PeerMessage::View {
             epoch: view.epoch(),
             members: view.view_members(),
             incarnation: self.incarnation,
+            addresses,
         };
         let transport = lock(&self.transport);
         match to {
             Some(to) => transport.send(to.0, message),
             None => {
-                for member in self
-                    .membership
-                    .roster()
-                    .filter(|member| member.id != self.id)
-                {
+                for member in roster.iter().filter(|member| member.id != self.id) {
                     transport.send(member.id.0, message.clone());
                 }
+            }
+        }
+    }
+
+    /// Tells every other known node that this node leaves, so the next view drops it at once
+    /// rather than after the failure timeout, and waits at most `limit` for the words to go
+    /// out. Call it last: the node sends nothing afterwards.
+    pub async fn leave(&self, limit: Duration) {
+        let tasks = {
+            let mut transport = lock(&self.transport);
+            for member in self.membership.roster() {
+                if member.id != self.id {
+                    transport.send(
+                        member.id.0,
+                        PeerMessage::Leaving {
+                            incarnation: self.incarnation,
+                        },
+                    );
+                }
+            }
+            transport.close()
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        for task in tasks {
+            // A peer that is down holds its task in the dial loop: give up on it at the deadline.
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
             }
         }
     }
@@ -624,9 +712,13 @@ impl CacheEngine {
     async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound<PeerMessage>>) {
         while let Some(Inbound { from, message }) = inbound.recv().await {
             let from = NodeId(from);
-            // A stranger's requests would make the directory wait on a node it cannot reach.
-            let Some(sender) = self.membership.roster_member(from).map(|m| m.name.clone()) else {
-                tracing::debug!(%from, "message from a node outside the cluster dropped");
+            // A node joining announces itself in its `View`; anything else from a stranger is
+            // dropped (its requests would make the directory wait on a node it cannot reach).
+            if let PeerMessage::View { addresses, .. } = &message {
+                self.learn_nodes(addresses);
+            }
+            let Some(sender) = self.membership.roster_member(from).map(|m| m.name) else {
+                tracing::debug!(%from, "message from an unknown node dropped");
                 continue;
             };
             let incarnation = match &message {
@@ -645,6 +737,10 @@ impl CacheEngine {
                 }
                 PeerMessage::View { epoch, members, .. } => {
                     self.on_view(&sender, from, epoch, members);
+                }
+                PeerMessage::Leaving { incarnation } => {
+                    tracing::info!(node = %self.config.name, leaving = %sender, "a node leaves");
+                    lock(&self.detector).left(&sender, incarnation);
                 }
                 PeerMessage::LineStateQuery { query, key } => {
                     let state = lock(&self.core).node.state_of(&key);

@@ -1,17 +1,22 @@
 //! Who is in the cache cluster, and which node homes which key: the one place that knows.
 //!
 //! Every node is named (`c1`, `c2`, …); its [`NodeId`] is a fixed hash of the name, so every
-//! node computes the same ids and the same homes from the same `--cluster` list without any
-//! coordination. Homes come from the consistent-hash ring over the names of the current view's
-//! members. The view `(epoch, members)` changes at run time: the [`FailureDetector`] suspects a
-//! silent node, the coordinator (the live node that sorts first) issues a view without it (or
-//! with a node that came back), and every node adopts the highest epoch it hears of; a dead
-//! node's keys thereby move to the next node on the ring.
+//! node computes the same ids and the same homes from the same names without any coordination.
+//! Homes come from the consistent-hash ring over the names of the current view's members. The
+//! view `(epoch, members)` changes at run time: the [`FailureDetector`] suspects a silent node,
+//! the coordinator (the live member of the current view that sorts first) issues a view without
+//! it, or with a node that came back or joined, and every node adopts the highest epoch it hears
+//! of; a dead node's keys thereby move to the next node on the ring, and a new node takes over
+//! its share of the ring.
+//!
+//! The roster (every node this one may talk to) starts as the `--cluster` list (the seeds) and
+//! grows when a node it has never heard of announces itself with its addresses: that is how a
+//! node started later, with the seeds in its `--cluster`, joins without restarting the others.
 
 use distsync_cache::{HomeSelector, Key, NodeId};
 use distsync_ring::HashRing;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -118,27 +123,66 @@ impl fmt::Display for CacheClusterSpec {
     }
 }
 
-/// A member of a view: its name and the incarnation (process start stamp) the coordinator saw.
-/// A restarted node has a new incarnation, so a view that lists its previous life does not
-/// include it.
+/// A node's name and addresses as it announces itself to nodes that may not know it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedMember {
+    /// Its name.
+    pub name: String,
+    /// HTTP API address.
+    pub http: String,
+    /// Peer address.
+    pub peer: String,
+}
+
+impl AnnouncedMember {
+    /// The member this announcement describes, if its name is valid.
+    pub fn to_member(&self) -> Option<CacheMember> {
+        valid_name(&self.name).then(|| CacheMember {
+            name: self.name.clone(),
+            id: node_id_of(&self.name),
+            http: self.http.clone(),
+            peer: self.peer.clone(),
+        })
+    }
+}
+
+impl From<&CacheMember> for AnnouncedMember {
+    fn from(member: &CacheMember) -> Self {
+        AnnouncedMember {
+            name: member.name.clone(),
+            http: member.http.clone(),
+            peer: member.peer.clone(),
+        }
+    }
+}
+
+/// A member of a view: its name, the incarnation (process start stamp) the coordinator saw, and
+/// its slot. A restarted node has a new incarnation, so a view that lists its previous life does
+/// not include it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ViewMember {
     /// The member's name.
     pub name: String,
     /// Its incarnation (0: unknown, only in the boot view of epoch 0).
     pub incarnation: u64,
+    /// Its slot: unique among the view's members, kept for as long as it stays a member, and
+    /// the low bits of every epoch it issues as coordinator (see [`epoch_of`]).
+    pub slot: u8,
 }
 
-/// Bits of an epoch that hold the rank of the coordinator that issued it: two nodes that both
-/// believe they coordinate never issue the same epoch.
+/// Bits of an epoch that hold the slot of the coordinator that issued it: two members of one
+/// view that both believe they coordinate (a partition) never issue the same epoch.
 pub const EPOCH_RANK_BITS: u32 = 8;
+
+/// How many nodes a view can hold: one per slot.
+pub const MAX_MEMBERS: usize = 1 << EPOCH_RANK_BITS;
 
 /// Epochs stay below this: directory sequences are `epoch << 40` in a `u64`.
 pub const EPOCH_LIMIT: u64 = 1 << 24;
 
-/// The epoch a coordinator of roster rank `rank` issues as its `counter`-th view.
-pub fn epoch_of(counter: u64, rank: usize) -> u64 {
-    (counter << EPOCH_RANK_BITS) | rank as u64
+/// The epoch a coordinator in slot `slot` issues as its `counter`-th view.
+pub fn epoch_of(counter: u64, slot: u8) -> u64 {
+    (counter << EPOCH_RANK_BITS) | u64::from(slot)
 }
 
 /// The counter part of `epoch`.
@@ -151,36 +195,48 @@ pub fn counter_of(epoch: u64) -> u64 {
 pub struct MembershipView {
     epoch: u64,
     members: BTreeMap<NodeId, CacheMember>,
-    incarnations: BTreeMap<NodeId, u64>,
+    /// Per member: its incarnation and slot.
+    identities: BTreeMap<NodeId, (u64, u8)>,
     ids_by_name: BTreeMap<String, NodeId>,
     ring: HashRing<String>,
 }
 
 impl MembershipView {
-    /// The boot view (epoch 0) of `members` (at least one), incarnations unknown.
+    /// The boot view (epoch 0) of the seeds `members` (at least one, at most [`MAX_MEMBERS`]),
+    /// incarnations unknown, slots in name order.
     ///
     /// # Errors
-    /// No members, or the ring refuses a name.
-    pub fn new(members: Vec<CacheMember>) -> anyhow::Result<Self> {
-        Self::with_epoch(0, members.into_iter().map(|m| (m, 0)).collect())
+    /// No members, too many, or the ring refuses a name.
+    pub fn new(mut members: Vec<CacheMember>) -> anyhow::Result<Self> {
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        anyhow::ensure!(
+            members.len() <= MAX_MEMBERS,
+            "a cache cluster has at most {MAX_MEMBERS} nodes"
+        );
+        let members = members
+            .into_iter()
+            .enumerate()
+            .map(|(slot, member)| (member, 0, slot as u8))
+            .collect();
+        Self::with_epoch(0, members)
     }
 
-    fn with_epoch(epoch: u64, members: Vec<(CacheMember, u64)>) -> anyhow::Result<Self> {
+    fn with_epoch(epoch: u64, members: Vec<(CacheMember, u64, u8)>) -> anyhow::Result<Self> {
         anyhow::ensure!(!members.is_empty(), "a cache cluster needs a member");
         let mut ring = HashRing::new(VNODES_PER_MEMBER)?;
         let mut ids_by_name = BTreeMap::new();
         let mut by_id = BTreeMap::new();
-        let mut incarnations = BTreeMap::new();
-        for (member, incarnation) in members {
+        let mut identities = BTreeMap::new();
+        for (member, incarnation, slot) in members {
             ring.add(member.name.clone())?;
             ids_by_name.insert(member.name.clone(), member.id);
-            incarnations.insert(member.id, incarnation);
+            identities.insert(member.id, (incarnation, slot));
             by_id.insert(member.id, member);
         }
         Ok(MembershipView {
             epoch,
             members: by_id,
-            incarnations,
+            identities,
             ids_by_name,
             ring,
         })
@@ -224,13 +280,18 @@ impl MembershipView {
         self.ids_by_name.keys().cloned().collect()
     }
 
-    /// The members with their incarnations, sorted by name (what a `View` message carries).
+    /// The members with their incarnations and slots, sorted by name (what a `View` message
+    /// carries).
     pub fn view_members(&self) -> Vec<ViewMember> {
         self.ids_by_name
             .iter()
-            .map(|(name, id)| ViewMember {
-                name: name.clone(),
-                incarnation: self.incarnations[id],
+            .map(|(name, id)| {
+                let (incarnation, slot) = self.identities[id];
+                ViewMember {
+                    name: name.clone(),
+                    incarnation,
+                    slot,
+                }
             })
             .collect()
     }
@@ -239,7 +300,12 @@ impl MembershipView {
     pub fn includes(&self, name: &str, incarnation: u64) -> bool {
         self.ids_by_name
             .get(name)
-            .is_some_and(|id| self.incarnations[id] == incarnation)
+            .is_some_and(|id| self.identities[id].0 == incarnation)
+    }
+
+    /// The slot of member `name`.
+    pub fn slot_of(&self, name: &str) -> Option<u8> {
+        self.ids_by_name.get(name).map(|id| self.identities[id].1)
     }
 
     /// The name of `id`, or its number when it is not a member.
@@ -249,54 +315,139 @@ impl MembershipView {
     }
 }
 
-/// Every node the cluster may ever contain (the `--cluster` list) and the current view over
-/// them, shared by the node's core (as its [`HomeSelector`]), the handlers and the failure
-/// detector. Cheap to clone.
+/// One node of the roster: where to reach it, and whether it came from `--cluster` (a seed is
+/// never forgotten; a node learned at run time is, once it has been gone for long).
+#[derive(Clone, Debug)]
+struct RosterEntry {
+    member: CacheMember,
+    seed: bool,
+}
+
+/// Every node this one knows (the `--cluster` seeds, itself, and nodes that announced
+/// themselves since) and the current view over them, shared by the node's core (as its
+/// [`HomeSelector`]), the handlers and the failure detector. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Membership {
-    roster: Arc<BTreeMap<String, CacheMember>>,
+    roster: Arc<RwLock<BTreeMap<String, RosterEntry>>>,
     current: Arc<RwLock<Arc<MembershipView>>>,
 }
 
 impl Membership {
-    /// The cluster of `roster`, starting with its boot view (epoch 0).
+    /// The cluster of the seeds `roster`, starting with their boot view (epoch 0). `own` is
+    /// this node: one of the seeds, or a node joining the seeds' cluster.
     ///
     /// # Errors
-    /// An empty roster, or the ring refuses a name.
-    pub fn new(roster: Vec<CacheMember>) -> anyhow::Result<Self> {
+    /// An empty or oversized roster, or the ring refuses a name.
+    pub fn new(roster: Vec<CacheMember>, own: &CacheMember) -> anyhow::Result<Self> {
         let view = MembershipView::new(roster.clone())?;
+        let mut entries: BTreeMap<String, RosterEntry> = roster
+            .into_iter()
+            .map(|member| (member.name.clone(), RosterEntry { member, seed: true }))
+            .collect();
+        entries
+            .entry(own.name.clone())
+            .or_insert_with(|| RosterEntry {
+                member: own.clone(),
+                seed: false,
+            });
         Ok(Membership {
-            roster: Arc::new(
-                roster
-                    .into_iter()
-                    .map(|member| (member.name.clone(), member))
-                    .collect(),
-            ),
+            roster: Arc::new(RwLock::new(entries)),
             current: Arc::new(RwLock::new(Arc::new(view))),
         })
     }
 
-    /// Every node of the cluster, by name.
-    pub fn roster(&self) -> impl Iterator<Item = &CacheMember> {
-        self.roster.values()
+    fn read_roster(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RosterEntry>> {
+        self.roster
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// A roster node by id.
-    pub fn roster_member(&self, id: NodeId) -> Option<&CacheMember> {
-        self.roster.values().find(|member| member.id == id)
+    fn write_roster(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, RosterEntry>> {
+        self.roster
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Every node known, by name.
+    pub fn roster(&self) -> Vec<CacheMember> {
+        self.read_roster()
+            .values()
+            .map(|entry| entry.member.clone())
+            .collect()
+    }
+
+    /// The seeds' names (the `--cluster` list).
+    pub fn seed_names(&self) -> Vec<String> {
+        self.read_roster()
+            .values()
+            .filter(|entry| entry.seed)
+            .map(|entry| entry.member.name.clone())
+            .collect()
+    }
+
+    /// A known node by id.
+    pub fn roster_member(&self, id: NodeId) -> Option<CacheMember> {
+        self.read_roster()
+            .values()
+            .find(|entry| entry.member.id == id)
+            .map(|entry| entry.member.clone())
+    }
+
+    /// Adds a node that announced itself, or updates the addresses of a node learned earlier
+    /// (a restarted container may come back on a new address); returns it when something
+    /// changed. A seed's addresses are never replaced: the command line's win, so a test may
+    /// give each node its own (proxied) address for a peer.
+    pub fn learn(&self, announced: &AnnouncedMember) -> Option<CacheMember> {
+        let member = announced.to_member()?;
+        let mut roster = self.write_roster();
+        match roster.get(&member.name) {
+            Some(entry) if entry.seed || entry.member == member => return None,
+            _ => {}
+        }
+        if roster
+            .values()
+            .any(|entry| entry.member.id == member.id && entry.member.name != member.name)
+        {
+            return None;
+        }
+        roster.insert(
+            member.name.clone(),
+            RosterEntry {
+                member: member.clone(),
+                seed: false,
+            },
+        );
+        Some(member)
+    }
+
+    /// Forgets a node learned at run time (never a seed); returns whether it was forgotten.
+    pub fn forget(&self, name: &str) -> Option<CacheMember> {
+        let mut roster = self.write_roster();
+        if roster.get(name).is_some_and(|entry| !entry.seed) {
+            roster.remove(name).map(|entry| entry.member)
+        } else {
+            None
+        }
     }
 
     /// The view `(epoch, members)` over the roster.
     ///
     /// # Errors
-    /// A member is not in the roster, or there is none.
+    /// A member is not in the roster, two share a slot, or there is none.
     pub fn view(&self, epoch: u64, members: &[ViewMember]) -> anyhow::Result<MembershipView> {
+        let roster = self.read_roster();
         let mut resolved = Vec::new();
+        let mut slots = BTreeSet::new();
         for member in members {
-            let known = self.roster.get(&member.name).ok_or_else(|| {
-                anyhow::anyhow!("view member {} is not in the cluster", member.name)
+            let known = roster.get(&member.name).ok_or_else(|| {
+                anyhow::anyhow!("view member {} is not a known node", member.name)
             })?;
-            resolved.push((known.clone(), member.incarnation));
+            anyhow::ensure!(
+                slots.insert(member.slot),
+                "two view members share slot {}",
+                member.slot
+            );
+            resolved.push((known.member.clone(), member.incarnation, member.slot));
         }
         MembershipView::with_epoch(epoch, resolved)
     }
@@ -345,9 +496,9 @@ impl HomeSelector for Membership {
             .view_members()
             .into_iter()
             .filter(|member| {
-                self.roster
+                self.read_roster()
                     .get(&member.name)
-                    .is_some_and(|known| members.contains(&known.id))
+                    .is_some_and(|known| members.contains(&known.member.id))
             })
             .collect();
         if let Ok(view) = self.view(current.epoch(), &rebuilt) {
@@ -359,19 +510,23 @@ impl HomeSelector for Membership {
 /// The heartbeat failure detector and the coordinator's view decisions of one node. Pure: the
 /// caller passes the time.
 ///
-/// Every node hears every roster node's periodic `View` gossip (and any other message); a node
-/// silent for `timeout` is suspected. The coordinator is the live roster node that sorts first
-/// by name; only it issues views, so every node adopts the same `(epoch, members)`. Epochs carry
-/// the issuer's rank, so two nodes that both believe they coordinate (a partition) never issue the
-/// same epoch; the higher epoch wins everywhere.
+/// Every node hears every known node's periodic `View` gossip (and any other message); a node
+/// silent for `timeout` is suspected. The coordinator is the live member of the current view
+/// that sorts first by name (of the seeds, before the first view); only it issues views, so
+/// every node adopts the same `(epoch, members)`. A node that is not a member never
+/// coordinates: a joining node is admitted by the coordinator of the view it joins. Epochs carry
+/// the issuer's slot, so two members that both believe they coordinate (a partition) never issue
+/// the same epoch; the higher epoch wins everywhere.
 #[derive(Debug)]
 pub struct FailureDetector {
     own: String,
     own_incarnation: u64,
     timeout: Duration,
     started: Instant,
-    /// Roster names, sorted: the coordinator order and the epoch rank.
-    roster: Vec<String>,
+    /// The seeds' names, sorted: the boot view's members.
+    seeds: Vec<String>,
+    /// Every node known (seeds, this one, and nodes learned since).
+    known: BTreeSet<String>,
     /// Per other node: when it was last heard, and its newest known incarnation (None until
     /// its first `View`).
     heard: BTreeMap<String, (Instant, Option<u64>)>,
@@ -379,30 +534,60 @@ pub struct FailureDetector {
 }
 
 impl FailureDetector {
-    /// A detector for node `own` (incarnation `own_incarnation`) of `roster`, started at `now`.
+    /// A detector for node `own` (incarnation `own_incarnation`) of the cluster of `seeds`,
+    /// started at `now`.
     pub fn new(
         own: &str,
         own_incarnation: u64,
-        roster: impl IntoIterator<Item = String>,
+        seeds: impl IntoIterator<Item = String>,
         timeout: Duration,
         now: Instant,
     ) -> Self {
-        let mut roster: Vec<String> = roster.into_iter().collect();
-        roster.sort();
-        roster.dedup();
+        let mut seeds: Vec<String> = seeds.into_iter().collect();
+        seeds.sort();
+        seeds.dedup();
+        let mut known: BTreeSet<String> = seeds.iter().cloned().collect();
+        known.insert(own.to_string());
         FailureDetector {
             own: own.to_string(),
             own_incarnation,
             timeout,
             started: now,
-            roster,
+            seeds,
+            known,
             heard: BTreeMap::new(),
             highest_counter: 0,
         }
     }
 
+    /// A node announced itself: it is watched (and may be admitted) from now on.
+    pub fn learn(&mut self, name: &str) {
+        self.known.insert(name.to_string());
+    }
+
+    /// A node learned at run time is forgotten (it left long ago).
+    pub fn forget(&mut self, name: &str) {
+        self.known.remove(name);
+        self.heard.remove(name);
+    }
+
+    /// `name` said its incarnation `incarnation` is leaving: it counts as dead from now on,
+    /// without waiting for the timeout, until it is heard again.
+    pub fn left(&mut self, name: &str, incarnation: u64) {
+        if self
+            .heard
+            .get(name)
+            .is_some_and(|(_, heard)| heard.is_none_or(|heard| heard == incarnation))
+        {
+            self.heard.remove(name);
+        }
+    }
+
     /// `name` sent something at `now` (with its incarnation, when the message carries it).
     pub fn heard(&mut self, name: &str, incarnation: Option<u64>, now: Instant) {
+        if !self.known.contains(name) {
+            return;
+        }
         let entry = self
             .heard
             .entry(name.to_string())
@@ -411,6 +596,11 @@ impl FailureDetector {
         if incarnation.is_some() {
             entry.1 = incarnation;
         }
+    }
+
+    /// When `name` was last heard.
+    pub fn last_heard(&self, name: &str) -> Option<Instant> {
+        self.heard.get(name).map(|(at, _)| *at)
     }
 
     /// An epoch was seen: later views are numbered above it.
@@ -443,57 +633,88 @@ impl FailureDetector {
         }
     }
 
-    /// The node that decides views, as this node sees it now.
-    pub fn coordinator(&self, now: Instant) -> &str {
-        self.roster
-            .iter()
+    /// The node that decides the view after `current`, as this node sees it now.
+    pub fn coordinator(&self, current: &MembershipView, now: Instant) -> String {
+        let candidates = if current.epoch() == 0 {
+            self.seeds.clone()
+        } else {
+            current.names()
+        };
+        candidates
+            .into_iter()
             .find(|name| self.presumed_live(name, now))
-            .map_or(self.own.as_str(), String::as_str)
+            .unwrap_or_else(|| self.own.clone())
     }
 
-    /// The roster nodes alive now (heard within the timeout, incarnation known) and this one.
-    pub fn live_members(&self, now: Instant) -> Vec<ViewMember> {
-        self.roster
+    /// The known nodes alive now (heard within the timeout, incarnation known) and this one.
+    fn live(&self, now: Instant) -> Vec<(String, u64)> {
+        self.known
             .iter()
             .filter_map(|name| {
                 self.heard_recently(name, now)
-                    .map(|incarnation| ViewMember {
-                        name: name.clone(),
-                        incarnation,
-                    })
+                    .map(|incarnation| (name.clone(), incarnation))
             })
             .collect()
     }
 
     /// The view this node issues now, if it coordinates and `current` is not what it sees:
-    /// `(epoch, members)`. At boot it waits until it heard every roster node or the timeout
-    /// passed, so a cluster starting together begins with one full view.
+    /// `(epoch, members)`. At boot it waits until it heard every seed or the timeout passed, so
+    /// a cluster starting together begins with one full view. Members keep their slots; a
+    /// newcomer gets the lowest slot no member of `current` holds.
     pub fn proposal(
         &self,
         current: &MembershipView,
         now: Instant,
     ) -> Option<(u64, Vec<ViewMember>)> {
-        if self.coordinator(now) != self.own {
+        if self.coordinator(current, now) != self.own {
             return None;
         }
-        let live = self.live_members(now);
+        let in_current = current.epoch() == 0 || current.includes(&self.own, self.own_incarnation);
+        let own_slot = current.slot_of(&self.own).filter(|_| in_current)?;
+        let live = self.live(now);
         if current.epoch() == 0
-            && live.len() < self.roster.len()
+            && !self
+                .seeds
+                .iter()
+                .all(|seed| live.iter().any(|(name, _)| name == seed))
             && now.saturating_duration_since(self.started) < self.timeout
         {
             return None;
         }
-        if current.epoch() != 0 && current.view_members() == live {
+        let mut taken: BTreeSet<u8> = current
+            .view_members()
+            .iter()
+            .map(|member| member.slot)
+            .collect();
+        let mut members = Vec::with_capacity(live.len());
+        for (name, incarnation) in live {
+            let slot = match current.slot_of(&name) {
+                Some(slot) => slot,
+                None => {
+                    let Some(free) = (0..=u8::MAX).find(|slot| !taken.contains(slot)) else {
+                        tracing::error!(node = %name, "no free slot: the view is full");
+                        continue;
+                    };
+                    taken.insert(free);
+                    free
+                }
+            };
+            members.push(ViewMember {
+                name,
+                incarnation,
+                slot,
+            });
+        }
+        if current.epoch() != 0 && current.view_members() == members {
             return None;
         }
-        let rank = self.roster.iter().position(|name| *name == self.own)?;
         let counter = self.highest_counter.max(counter_of(current.epoch())) + 1;
-        let epoch = epoch_of(counter, rank);
+        let epoch = epoch_of(counter, own_slot);
         if epoch >= EPOCH_LIMIT {
             tracing::error!(epoch, "view epochs exhausted; restart the cluster");
             return None;
         }
-        Some((epoch, live))
+        Some((epoch, members))
     }
 }
 
@@ -546,13 +767,29 @@ mod tests {
         assert_eq!(homes.len(), 3, "200 keys spread over every node");
     }
 
+    fn members(names: &[&str]) -> Vec<CacheMember> {
+        names
+            .iter()
+            .map(|name| CacheMember {
+                name: (*name).to_string(),
+                id: node_id_of(name),
+                http: format!("{name}:1"),
+                peer: format!("{name}:2"),
+            })
+            .collect()
+    }
+
+    fn names_of(members: &[ViewMember]) -> Vec<&str> {
+        members.iter().map(|m| m.name.as_str()).collect()
+    }
+
     #[test]
     fn coordinator_leaves_out_a_silent_node_and_rivals_never_share_an_epoch() {
         // Proves the view rules: boot waits for every node, a silent node is dropped, a
         // restarted one (new incarnation) forces a new view, and two would-be coordinators
         // issue different epochs.
-        let spec: CacheClusterSpec = "c1=a:1/a:2,c2=b:1/b:2,c3=c:1/c:2".parse().unwrap();
-        let membership = Membership::new(spec.members).unwrap();
+        let seeds = members(&["c1", "c2", "c3"]);
+        let membership = Membership::new(seeds.clone(), &seeds[0]).unwrap();
         let names = || ["c1", "c2", "c3"].map(String::from);
         let timeout = Duration::from_millis(100);
         let t0 = Instant::now();
@@ -570,22 +807,126 @@ mod tests {
         c1.heard("c2", Some(22), later);
         let (next, members) = c1.proposal(&view, later).unwrap();
         assert!(next > epoch);
-        assert_eq!(
-            members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-            ["c1", "c2"]
-        );
+        assert_eq!(names_of(&members), ["c1", "c2"]);
         c1.heard("c3", Some(34), later);
         let (_, members) = c1.proposal(&view, later).unwrap();
         assert!(members.contains(&ViewMember {
             name: "c3".into(),
-            incarnation: 34
+            incarnation: 34,
+            slot: 2,
         }));
-        // c2 cut off from c1 coordinates too, with its own rank in the epoch.
+        // c2 cut off from c1 coordinates too, with its own slot in the epoch.
         let mut c2 = FailureDetector::new("c2", 22, names(), timeout, t0);
         c2.heard("c3", Some(33), later);
-        assert_eq!(c2.coordinator(later), "c2");
+        assert_eq!(c2.coordinator(&view, later), "c2");
         let (rival, _) = c2.proposal(&view, later).unwrap();
         assert_ne!(rival, next);
         assert_eq!(counter_of(rival), counter_of(next));
+    }
+
+    #[test]
+    fn a_joining_node_is_admitted_by_the_coordinator_with_a_free_slot_and_never_coordinates_first()
+    {
+        // Proves the join rules: the coordinator admits a node it learned of, with a slot no
+        // member holds; the joiner, even though its name sorts first, issues no view until it
+        // is a member; members keep their slots; a node that leaves is dropped at once.
+        let seeds = members(&["c1", "c2", "c3"]);
+        let joiner = members(&["a9"]).remove(0);
+        let at_c1 = Membership::new(seeds.clone(), &seeds[0]).unwrap();
+        let at_joiner = Membership::new(seeds.clone(), &joiner).unwrap();
+        let timeout = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let seed_names = || ["c1", "c2", "c3"].map(String::from);
+        let mut c1 = FailureDetector::new("c1", 11, seed_names(), timeout, t0);
+        c1.heard("c2", Some(22), t0);
+        c1.heard("c3", Some(33), t0);
+        let (epoch, boot) = c1.proposal(&at_c1.current(), t0).unwrap();
+        let view = at_c1.view(epoch, &boot).unwrap();
+
+        // The joiner hears the cluster's view; it is not a member, so it does not propose.
+        let mut a9 = FailureDetector::new("a9", 99, seed_names(), timeout, t0);
+        for (name, incarnation) in [("c1", 11), ("c2", 22), ("c3", 33)] {
+            a9.heard(name, Some(incarnation), t0);
+        }
+        let view_at_joiner = at_joiner.view(epoch, &boot).unwrap();
+        assert_eq!(a9.coordinator(&view_at_joiner, t0), "c1");
+        assert_eq!(a9.proposal(&view_at_joiner, t0), None);
+
+        // A stranger's messages count only once it is learned.
+        c1.heard("a9", Some(99), t0);
+        assert_eq!(
+            c1.proposal(&view, t0),
+            None,
+            "an unknown node is not admitted"
+        );
+        assert!(at_c1.learn(&AnnouncedMember::from(&joiner)).is_some());
+        assert!(
+            at_c1.learn(&AnnouncedMember::from(&joiner)).is_none(),
+            "known"
+        );
+        c1.learn("a9");
+        c1.heard("a9", Some(99), t0);
+        let (admitted, members) = c1.proposal(&view, t0).unwrap();
+        assert!(admitted > epoch);
+        assert_eq!(names_of(&members), ["a9", "c1", "c2", "c3"]);
+        let slots: Vec<u8> = members.iter().map(|m| m.slot).collect();
+        assert_eq!(
+            slots,
+            [3, 0, 1, 2],
+            "members keep their slots; the joiner gets a free one"
+        );
+        let view = at_c1.view(admitted, &members).unwrap();
+        assert_eq!(view.slot_of("a9"), Some(3));
+
+        // Now a member whose name sorts first, the joiner coordinates, with its slot.
+        assert!(at_joiner.view(admitted, &members).is_ok());
+        let joined_view = at_joiner.view(admitted, &members).unwrap();
+        assert_eq!(a9.coordinator(&joined_view, t0), "a9");
+        a9.learn("a9");
+        a9.left("c3", 33);
+        let (next, members) = a9.proposal(&joined_view, t0).unwrap();
+        assert_eq!(next & 0xff, 3, "issued in the joiner's slot");
+        assert_eq!(
+            names_of(&members),
+            ["a9", "c1", "c2"],
+            "c3 left: dropped at once"
+        );
+        a9.left("c2", 21);
+        let (_, members) = a9.proposal(&joined_view, t0).unwrap();
+        assert!(
+            names_of(&members).contains(&"c2"),
+            "an older life leaving evicts no one"
+        );
+    }
+
+    #[test]
+    fn a_view_with_two_members_in_one_slot_or_an_unknown_member_is_refused() {
+        // Proves a corrupt or foreign view cannot be adopted.
+        let seeds = members(&["c1", "c2"]);
+        let membership = Membership::new(seeds.clone(), &seeds[0]).unwrap();
+        let member = |name: &str, slot| ViewMember {
+            name: name.into(),
+            incarnation: 1,
+            slot,
+        };
+        assert!(
+            membership
+                .view(256, &[member("c1", 0), member("c2", 0)])
+                .is_err()
+        );
+        assert!(
+            membership
+                .view(256, &[member("c1", 0), member("x", 1)])
+                .is_err()
+        );
+        assert!(
+            membership
+                .view(256, &[member("c1", 0), member("c2", 1)])
+                .is_ok()
+        );
+        assert!(
+            membership.forget("c2").is_none(),
+            "a seed is never forgotten"
+        );
     }
 }

@@ -18,8 +18,9 @@ pub use backing::BackingStore;
 pub use engine::{CacheEngine, CacheOp, EngineConfig, EngineError, PeerMessage};
 pub use key::{KEY_BYTES_MAX, validate_key};
 pub use membership::{
-    CacheClusterSpec, CacheClusterSpecError, CacheMember, EPOCH_LIMIT, EPOCH_RANK_BITS,
-    FailureDetector, Membership, MembershipView, ViewMember, counter_of, epoch_of, node_id_of,
+    AnnouncedMember, CacheClusterSpec, CacheClusterSpecError, CacheMember, EPOCH_LIMIT,
+    EPOCH_RANK_BITS, FailureDetector, MAX_MEMBERS, Membership, MembershipView, ViewMember,
+    counter_of, epoch_of, node_id_of,
 };
 pub use metrics::CacheMetrics;
 pub use openapi::openapi_document;
@@ -34,7 +35,11 @@ use tokio::net::TcpListener;
 /// How long shutdown waits for the Modified lines to be written back.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// Runs a cache node until `shutdown` completes, then writes back its Modified lines.
+/// How long shutdown waits for the peers to hear that this node leaves.
+const LEAVE_LIMIT: Duration = Duration::from_millis(500);
+
+/// Runs a cache node until `shutdown` completes, then writes back its Modified lines and tells
+/// the other nodes it leaves.
 ///
 /// # Errors
 /// The HTTP server fails.
@@ -63,5 +68,6 @@ pub async fn run_cache_node(
     for task in tasks {
         task.abort();
     }
+    engine.leave(LEAVE_LIMIT).await;
     result.map_err(Into::into)
 }
