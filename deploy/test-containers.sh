@@ -12,7 +12,8 @@
 #      reconnected, it reaches the leader's commit index
 #   4. SIGKILL + restart of a Redis shard: every acknowledged message is still delivered
 #   5. `compose down` (volumes kept) then `up`: lock, session and queued messages still there
-#   6. cache (only if this binary has `serve cache`; otherwise reported as SKIPPED)
+#   6. cache: a write on one node seen on the others, at most one M/E owner, RESP
+#   7. cache scaled 3 -> 5 -> 3 (`--scale cache=2`, then 0) under load, no stale read
 # Every wait polls with a deadline. The stack and its volumes are removed at the end (--keep
 # leaves them up). Needs docker, docker compose (v2) or docker-compose (v1.28+), curl, jq; the
 # base images come from deploy/build-base-images.sh when no registry is reachable.
@@ -208,17 +209,7 @@ log "image $IMAGE from $binary ($(du -h deploy/bin/distsync | cut -f1) stripped)
 compose down -v --remove-orphans >/dev/null 2>&1 || true
 compose build lock1 >"$workdir/build.log" 2>&1 || { cat "$workdir/build.log"; fail "docker build"; }
 
-has_cache=false
-if docker run --rm --entrypoint distsync "$IMAGE" serve cache --help >/dev/null 2>&1; then
-    has_cache=true
-    SERVICES=(lock1 lock2 lock3 redis1 redis2 redis3 queue1 queue2 cache1 cache2 cache3)
-else
-    SERVICES=(lock1 lock2 lock3 redis1 redis2 redis3 queue1 queue2)
-    log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-    log "!!! SKIPPING the cache containers and tests: this binary has no 'distsync serve cache'."
-    log "!!! They become mandatory once the cache service is merged."
-    log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-fi
+SERVICES=(lock1 lock2 lock3 redis1 redis2 redis3 queue1 queue2 cache1 cache2 cache3)
 
 # ---- 1. the stack comes up healthy; smoke test through every published port ---------------
 log "compose up: ${SERVICES[*]}"
@@ -413,25 +404,88 @@ pass "after down/up: session $keeper alive, 'persist' held with token $persist_t
 
 # ---- 6. cache ------------------------------------------------------------------------------
 cache_url() { echo "http://127.0.0.1:${CACHE_PORTS[$(($1 - 1))]}"; }
-if $has_cache; then
-    http PUT "$(cache_url 1)/v1/cache/greeting" '{"value":"hello"}'
-    [[ $status == 200 ]] || fail "cache put on cache1: HTTP $status $body"
-    http GET "$(cache_url 2)/v1/cache/greeting"
-    [[ $status == 200 && $(jq -r .value <<<"$body") == hello ]] || fail "cache get on cache2: HTTP $status $body"
-    http PUT "$(cache_url 3)/v1/cache/greeting" '{"value":"again"}'
-    [[ $status == 200 ]] || fail "cache put on cache3: HTTP $status $body"
-    for node in 1 2; do
-        http GET "$(cache_url "$node")/v1/cache/greeting"
-        [[ $(jq -r .value <<<"$body") == again ]] || fail "cache$node serves a stale value after a write on cache3: $body"
+http PUT "$(cache_url 1)/v1/cache/greeting" '{"value":"hello"}'
+[[ $status == 200 ]] || fail "cache put on cache1: HTTP $status $body"
+http GET "$(cache_url 2)/v1/cache/greeting"
+[[ $status == 200 && $(jq -r .value <<<"$body") == hello ]] || fail "cache get on cache2: HTTP $status $body"
+http PUT "$(cache_url 3)/v1/cache/greeting" '{"value":"again"}'
+[[ $status == 200 ]] || fail "cache put on cache3: HTTP $status $body"
+for node in 1 2; do
+    http GET "$(cache_url "$node")/v1/cache/greeting"
+    [[ $(jq -r .value <<<"$body") == again ]] || fail "cache$node serves a stale value after a write on cache3: $body"
+done
+http GET "$(cache_url 1)/v1/cache/greeting/coherence"
+owners=$(jq '[.states[] | select(. == "M" or . == "E")] | length' <<<"$body")
+[[ $status == 200 && $owners -le 1 ]] || fail "coherence: $body"
+resp=$(redis-cli -p "${CACHE_RESP_PORTS[0]}" PING 2>&1 || true)
+[[ $resp == PONG ]] || fail "cache1 RESP port: $resp"
+pass "cache: write on cache1, read on cache2, overwrite on cache3 seen everywhere, at most one M/E owner, RESP PING"
+
+# ---- 7. cache: scale 3 -> 5 -> 3 under load -------------------------------------------------
+# `distsync bench cache` loads the seeds while extra nodes of the `cache` service join and leave;
+# meanwhile a checker writes a new value through one seed and reads it back on every seed (a
+# read that starts after a write completed must see it). 503 node_unavailable during a view
+# change is allowed and counted; a stale or lost value fails the test.
+view_members() { # the members of cache node $1's view, one per line (nothing if unreachable)
+    http GET "$(cache_url "$1")/v1/stats"
+    if [[ $status == 200 ]]; then jq -r '.view_members[]' <<<"$body"; fi
+}
+seeds_see() { # every seed's view has $1 members, the same ones
+    local first node
+    first=$(view_members 1 | sort | tr '\n' ' ')
+    [[ $(wc -w <<<"$first") == "$1" ]] || return 1
+    for node in 2 3; do [[ $(view_members "$node" | sort | tr '\n' ' ') == "$first" ]] || return 1; done
+}
+check_round=0
+unavailable=0
+check_coherence() { # one write through a seed, then a read on every seed
+    check_round=$((check_round + 1))
+    local key="scale-$((check_round % 16))" value="v$check_round" node=$((check_round % 3 + 1)) other
+    http PUT "$(cache_url "$node")/v1/cache/$key" "{\"value\":\"$value\"}"
+    if [[ $status == 503 ]]; then unavailable=$((unavailable + 1)); return 0; fi
+    [[ $status == 200 ]] || fail "cache put $key via cache$node while scaling: HTTP $status $body"
+    for other in 1 2 3; do
+        http GET "$(cache_url "$other")/v1/cache/$key"
+        if [[ $status == 503 ]]; then unavailable=$((unavailable + 1)); continue; fi
+        [[ $status == 200 && $(jq -r .value <<<"$body") == "$value" ]] \
+            || fail "cache$other after a completed write of $key=$value via cache$node: HTTP $status $body"
     done
-    http GET "$(cache_url 1)/v1/cache/greeting/coherence"
-    owners=$(jq '[.states[] | select(. == "M" or . == "E")] | length' <<<"$body")
-    [[ $status == 200 && $owners -le 1 ]] || fail "coherence: $body"
-    resp=$(redis-cli -p "${CACHE_RESP_PORTS[0]}" PING 2>&1 || true)
-    [[ $resp == PONG ]] || fail "cache1 RESP port: $resp"
-    pass "cache: write on cache1, read on cache2, overwrite on cache3 seen everywhere, at most one M/E owner, RESP PING"
-else
-    skipped=$((skipped + 1))
-    log "SKIPPED  cache tests: no 'distsync serve cache' in this binary (mandatory after the cache merge)"
-fi
-log "!!! not covered yet: cache --scale 3 -> 5 -> 3 under load (needs the cache service)"
+}
+checked_until() { check_coherence; "$@"; }
+
+load_seconds=40
+targets="c1=127.0.0.1:${CACHE_PORTS[0]},c2=127.0.0.1:${CACHE_PORTS[1]},c3=127.0.0.1:${CACHE_PORTS[2]}"
+"$binary" --log warn bench cache --targets "$targets" --clients 8 --keys 200 --read-ratio 0.8 \
+    --duration "${load_seconds}s" --json >"$workdir/cache-load.json" 2>"$workdir/cache-load.log" &
+load_pid=$!
+load_started=$SECONDS
+scale_started=$SECONDS
+compose --profile scale-cache up -d --no-build --no-deps --scale cache=2 cache >"$workdir/scale-up.log" 2>&1 \
+    || { cat "$workdir/scale-up.log"; fail "compose up --scale cache=2"; }
+until_true 60 "every seed's view has 5 members" checked_until seeds_see 5
+joiners=$(view_members 1 | grep -vx 'c[123]' | tr '\n' ' ')
+log "scaled to 5 in $((SECONDS - scale_started)) s: joined $joiners"
+# A key homed on a joiner works through the seeds.
+for joiner in $joiners; do
+    found=""
+    for ((i = 0; i < 300; i++)); do
+        http GET "$(cache_url 1)/v1/cache/joined-$i/coherence"
+        if [[ $(jq -r .home <<<"$body") == "$joiner" ]]; then found="joined-$i"; break; fi
+    done
+    [[ -n $found ]] || fail "no key of 300 is homed on $joiner"
+    http PUT "$(cache_url 2)/v1/cache/$found" '{"value":"homed-on-a-joiner"}'
+    [[ $status == 200 ]] || fail "put $found (home $joiner) via cache2: HTTP $status $body"
+    http GET "$(cache_url 3)/v1/cache/$found"
+    [[ $(jq -r .value <<<"$body") == homed-on-a-joiner ]] || fail "get $found (home $joiner) via cache3: $body"
+done
+for ((i = 0; i < 30; i++)); do check_coherence; done
+shrink_started=$SECONDS
+compose --profile scale-cache up -d --no-build --no-deps --scale cache=0 cache >"$workdir/scale-down.log" 2>&1 \
+    || { cat "$workdir/scale-down.log"; fail "compose up --scale cache=0"; }
+until_true 30 "every seed's view is back to 3 members" checked_until seeds_see 3
+log "scaled back to 3 in $((SECONDS - shrink_started)) s"
+for ((i = 0; i < 30; i++)); do check_coherence; done
+((SECONDS - load_started < load_seconds)) || fail "the scaling outlasted the ${load_seconds} s load; raise load_seconds"
+wait "$load_pid" || { cat "$workdir/cache-load.log"; fail "the cache load failed"; }
+load=$(tail -n 1 "$workdir/cache-load.json")
+pass "cache scaled 3 -> 5 -> 3 under load: $check_round write-then-read-everywhere checks, none stale, $unavailable answered 503 in view changes; load $(jq -r '"\(.throughput_per_s | floor) ops/s, \(.errors) errors"' <<<"$load")"

@@ -4,6 +4,7 @@
 mod cluster;
 mod deadlock;
 mod faults;
+mod fencing;
 mod input;
 #[path = "../support/link.rs"]
 mod link;
