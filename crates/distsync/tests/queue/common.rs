@@ -147,7 +147,7 @@ impl NodeProc {
             args,
             child: None,
         };
-        node.spawn("127.0.0.1:0");
+        node.spawn(&format!("127.0.0.1:{}", crate::ports::port()));
         node
     }
 
