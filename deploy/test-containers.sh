@@ -14,6 +14,7 @@
 #   5. `compose down` (volumes kept) then `up`: lock, session and queued messages still there
 #   6. cache: a write on one node seen on the others, at most one M/E owner, RESP
 #   7. cache scaled 3 -> 5 -> 3 (`--scale cache=2`, then 0) under load, no stale read
+#   8. `distsync demo` against the stack (it crashes the lock leader; the restart policy heals it)
 # Every wait polls with a deadline. The stack and its volumes are removed at the end (--keep
 # leaves them up). Needs docker, docker compose (v2) or docker-compose (v1.28+), curl, jq; the
 # base images come from deploy/build-base-images.sh when no registry is reachable.
@@ -83,6 +84,7 @@ DISTSYNC_CACHE2_RESP_PORT=${CACHE_RESP_PORTS[1]}
 DISTSYNC_CACHE3_RESP_PORT=${CACHE_RESP_PORTS[2]}
 DISTSYNC_HEALTHCHECK_INTERVAL=1s
 DISTSYNC_LOG=info
+DISTSYNC_ALLOW_FAULT_INJECTION=true
 EOF
 
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f deploy/docker-compose.yml --env-file "$env_file" "$@"; }
@@ -496,3 +498,16 @@ touch "$workdir/stop-cache-load"
 wait "$load_pid" || { cat "$workdir/cache-load.log"; fail "the cache load failed"; }
 load=$(jq -rs '"\(length) runs, \(map(.ops) | add) operations, \(map(.errors) | add) errors"' "$workdir/cache-load.json")
 pass "cache scaled 3 -> 5 -> 3 under load ($load): $check_round write-then-read-everywhere checks, none stale, $unavailable answered 503 in view changes"
+
+# ---- 8. the guided demo against the stack ---------------------------------------------------
+lock_targets=$(printf '127.0.0.1:%s,' "${LOCK_PORTS[@]}")
+queue_targets=$(printf '127.0.0.1:%s,' "${QUEUE_PORTS[@]}")
+"$binary" --log warn demo --step-delay-ms 0 --lock-endpoints "${lock_targets%,}" \
+    --queue-addr "${queue_targets%,}" --cache-endpoints "$targets" >"$workdir/demo.log" 2>&1 \
+    || { cat "$workdir/demo.log"; fail "distsync demo against the stack"; }
+for evidence in "new leader elected: node" "deadlock refused: 409 deadlock, cycle session" \
+    "redelivered to worker-c after" "dead-lettered after" "MESI states of" "demo finished"; do
+    grep -qF "$evidence" "$workdir/demo.log" || { cat "$workdir/demo.log"; fail "demo output lacks '$evidence'"; }
+done
+until_true 60 "every lock node healthy again after the demo crashed the leader" all_healthy lock1 lock2 lock3
+pass "distsync demo against Compose: new leader, deadlock refused, redelivery, dead letter, MESI states; the crashed leader's container restarted by its policy"
