@@ -448,7 +448,7 @@ impl CacheEngine {
         for announced in addresses {
             if let Some(member) = self.membership.learn(announced) {
                 tracing::info!(node = %self.config.name, joined = %member.name, peer = %member.peer, "learned of a node");
-                lock(&self.detector).learn(&member.name);
+                lock(&self.detector).learn(&member.name, Instant::now());
                 learned = true;
             }
         }
@@ -470,8 +470,9 @@ impl CacheEngine {
                 .into_iter()
                 .filter(|member| member.id != self.id && view.member(member.id).is_none())
                 .filter(|member| {
+                    // A node learned but never heard yet is young, not departed.
                     detector
-                        .last_heard(&member.name)
+                        .last_sign_of_life(&member.name)
                         .is_none_or(|at| now.saturating_duration_since(at) > limit)
                 })
                 .map(|member| member.name)

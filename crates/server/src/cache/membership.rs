@@ -530,6 +530,8 @@ pub struct FailureDetector {
     /// Per other node: when it was last heard, and its newest known incarnation (None until
     /// its first `View`).
     heard: BTreeMap<String, (Instant, Option<u64>)>,
+    /// When each node learned at run time was learned.
+    learned: BTreeMap<String, Instant>,
     highest_counter: u64,
 }
 
@@ -556,19 +558,23 @@ impl FailureDetector {
             seeds,
             known,
             heard: BTreeMap::new(),
+            learned: BTreeMap::new(),
             highest_counter: 0,
         }
     }
 
-    /// A node announced itself: it is watched (and may be admitted) from now on.
-    pub fn learn(&mut self, name: &str) {
-        self.known.insert(name.to_string());
+    /// A node announced itself at `now`: it is watched (and may be admitted) from now on.
+    pub fn learn(&mut self, name: &str, now: Instant) {
+        if self.known.insert(name.to_string()) {
+            self.learned.insert(name.to_string(), now);
+        }
     }
 
     /// A node learned at run time is forgotten (it left long ago).
     pub fn forget(&mut self, name: &str) {
         self.known.remove(name);
         self.heard.remove(name);
+        self.learned.remove(name);
     }
 
     /// `name` said its incarnation `incarnation` is leaving: it counts as dead from now on,
@@ -598,9 +604,12 @@ impl FailureDetector {
         }
     }
 
-    /// When `name` was last heard.
-    pub fn last_heard(&self, name: &str) -> Option<Instant> {
-        self.heard.get(name).map(|(at, _)| *at)
+    /// When `name` was last heard, or learned if it was never heard.
+    pub fn last_sign_of_life(&self, name: &str) -> Option<Instant> {
+        self.heard
+            .get(name)
+            .map(|(at, _)| *at)
+            .or_else(|| self.learned.get(name).copied())
     }
 
     /// An epoch was seen: later views are numbered above it.
@@ -864,7 +873,7 @@ mod tests {
             at_c1.learn(&AnnouncedMember::from(&joiner)).is_none(),
             "known"
         );
-        c1.learn("a9");
+        c1.learn("a9", t0);
         c1.heard("a9", Some(99), t0);
         let (admitted, members) = c1.proposal(&view, t0).unwrap();
         assert!(admitted > epoch);
@@ -882,7 +891,6 @@ mod tests {
         assert!(at_joiner.view(admitted, &members).is_ok());
         let joined_view = at_joiner.view(admitted, &members).unwrap();
         assert_eq!(a9.coordinator(&joined_view, t0), "a9");
-        a9.learn("a9");
         a9.left("c3", 33);
         let (next, members) = a9.proposal(&joined_view, t0).unwrap();
         assert_eq!(next & 0xff, 3, "issued in the joiner's slot");
