@@ -110,7 +110,7 @@ print(json.dumps({
 }))
 PY
 )
-        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-$stamp.json" "$result" "$(meta "$command" "$4")"
+        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-${3}n-$stamp.json" "$result" "$(meta "$command" "$4")"
     done
 }
 

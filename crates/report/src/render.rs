@@ -228,6 +228,16 @@ fn distinct(groups: &[&Group], field: impl Fn(&Group) -> Option<String>) -> Stri
     }
 }
 
+/// "a warm-up of N s", or says the runs did not record one.
+fn warmup_phrase(groups: &[&Group]) -> String {
+    let recorded = distinct(groups, |g| g.param("warmup_s"));
+    if groups.iter().any(|g| g.param("warmup_s").is_some()) {
+        format!("a warm-up of {recorded} s")
+    } else {
+        "a warm-up (its length not recorded in these runs)".into()
+    }
+}
+
 fn run_seconds(groups: &[&Group]) -> String {
     let values: Vec<f64> = groups
         .iter()
@@ -950,13 +960,13 @@ impl<'a> Report<'a> {
         let _ = write!(
             out,
             "\nMethod: {} clients spread round-robin over the nodes, keys drawn with Zipf exponent {} \
-             over {} keys, values of {} bytes, every key written once before a warm-up of {} s, \
+             over {} keys, values of {} bytes, every key written once before {}, \
              then {} s measured per run.\n",
             distinct(&load, |g| g.key.clients.map(|c| c.to_string())),
             distinct(&load, |g| g.param("zipf")),
             distinct(&load, |g| g.param("keys")),
             distinct(&load, |g| g.param("value_bytes")),
-            distinct(&load, |g| g.param("warmup_s")),
+            warmup_phrase(&load),
             run_seconds(&load),
         );
         // One line per scenario (and client count): ops/s at each node count.
@@ -1040,14 +1050,14 @@ impl<'a> Report<'a> {
         let policies: Vec<String> = lines.keys().cloned().collect();
         let mut out = format!(
             "Method: one node, {} clients reading only (read ratio {}), keys drawn with Zipf \
-             exponent {} over {} keys, every key written once first, then a warm-up of {} s and \
+             exponent {} over {} keys, every key written once first, then {} and \
              {} s measured per point. Hit ratio is the change in the node's `/v1/stats` hits \
              divided by the change in hits plus misses over the measured interval.\n\n",
             distinct(&groups, |g| g.key.clients.map(|c| c.to_string())),
             distinct(&groups, |g| g.param("read_ratio")),
             distinct(&groups, |g| g.param("zipf")),
             distinct(&groups, |g| g.param("keys")),
-            distinct(&groups, |g| g.param("warmup_s")),
+            warmup_phrase(&groups),
             run_seconds(&groups),
         );
         out.push_str("| capacity (% of keys) | capacity (entries) |");
@@ -1438,9 +1448,10 @@ impl<'a> Report<'a> {
         if let Some((g, t)) = best("cache", "read-95") {
             let _ = writeln!(
                 out,
-                "- Cache: up to {} ops/s on a read-heavy Zipf load ({} nodes, {} clients, HTTP).",
+                "- Cache: up to {} ops/s on a read-heavy Zipf load ({} node{}, {} clients, HTTP).",
                 num(t),
                 opt(g.key.nodes),
+                if g.key.nodes == Some(1) { "" } else { "s" },
                 opt(g.key.clients)
             );
         }
