@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Cache benchmark: 1 node vs 3 nodes (in-memory backing store) with `distsync bench cache`,
-# read-heavy (95/5) and write-heavy (50/50) Zipf(1.0) loads over HTTP; then, in the same run,
-# `redis-benchmark -t get,set` against a cache node's RESP port and against a real redis-server.
-# Writes one JSON file per result (docs/performance/results/SCHEMA.md) into
-# docs/performance/results/runs/ and prints each.
-#   usage: scripts/bench-cache.sh [seconds per distsync run, default 10] [redis-benchmark requests, default 200000]
+# Cache benchmark, every scenario of issue 7 in one run, one JSON file per result
+# (docs/performance/results/SCHEMA.md) into docs/performance/results/runs/:
+#   1. load: 1 node vs 3 nodes (in-memory backing store) with `distsync bench cache`, read-heavy
+#      (95/5) and write-heavy (50/50) Zipf(1.0) loads over HTTP;
+#   2. redis-benchmark -t get,set against a cache node's RESP port (1 and 3 nodes) and against a
+#      real redis-server;
+#   3. hit-ratio: one node, read-only Zipf load over HIT_KEYS keys, capacity at 1..100 % of them,
+#      --policy lru and lfu (hit ratio from the node's /v1/stats deltas);
+#   4. coherence: 3 and 5 nodes, `bench cache --mode coherence` with 0..N-1 sharers per write
+#      (messages and invalidations per write from /metrics and /v1/stats deltas).
+# Progress lines go to stderr ("--> ..."), result JSON to stdout.
+#   usage: scripts/bench-cache.sh [seconds per load run, default 10] [redis-benchmark requests, default 200000]
+#   env:   CLIENTS (32) KEYS (1000) HIT_KEYS (10000) HIT_SECONDS (= seconds) WRITES (200 per
+#          coherence run) CACHE_BENCH_PORT_BASE (17600) ONLY (space-separated subset of
+#          "load redis hit-ratio coherence")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 requests=${2:-200000}
 clients=${CLIENTS:-32}
 keys=${KEYS:-1000}
+hit_keys=${HIT_KEYS:-10000}
+hit_seconds=${HIT_SECONDS:-$seconds}
+writes=${WRITES:-200}
+only=${ONLY:-load redis hit-ratio coherence}
 bin=${DISTSYNC_BIN:-target/release/distsync}
 [ -x "$bin" ] || cargo build --release -p distsync
 runs=docs/performance/results/runs
@@ -20,10 +33,14 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-base=17600 # HTTP base+i, peer base+100+i, RESP base+200+i; redis-server on base+300
+# HTTP base+i, peer base+100+i, RESP base+200+i; redis-server on base+300.
+base=${CACHE_BENCH_PORT_BASE:-17600}
+distsync_version=$("$bin" --version | awk '{print $2}')
+progress() { printf -- '--> cache %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" >&2; }
+wants() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 meta() { # $1 = command line, $2 = durability
-    python3 - "$1" "$2" <<'PY'
+    python3 - "$1" "$2" "$distsync_version" <<'PY'
 import json, os, platform, subprocess, sys, datetime
 def sh(cmd):
     try: return subprocess.check_output(cmd, shell=True, text=True).strip()
@@ -37,7 +54,7 @@ print(json.dumps({
     "machine": {"cpus": os.cpu_count(), "memory_gib": round(int(mem) / 1048576, 1) if mem else None,
                 "kernel": platform.release(), "cpu_model": cpu.strip() if cpu else None,
                 "load_avg_1m_at_start": os.getloadavg()[0]},
-    "versions": {"distsync": "0.1.0", "redis": sh("redis-server --version | sed -E 's/.*v=([^ ]+).*/\\1/'")},
+    "versions": {"distsync": sys.argv[3], "redis": sh("redis-server --version | sed -E 's/.*v=([^ ]+).*/\\1/'")},
     "durability": sys.argv[2],
 }))
 PY
@@ -52,12 +69,12 @@ print(json.dumps(record))
 PY
 }
 
-start_cache() { # $1 = nodes
-    local n=$1 spec="" i
+start_cache() { # $1 = nodes, $2 = capacity (default 100000), $3 = policy (default lru)
+    local n=$1 capacity=${2:-100000} policy=${3:-lru} spec="" i
     for i in $(seq 1 "$n"); do spec+="${spec:+,}c$i=127.0.0.1:$((base + i))/127.0.0.1:$((base + 100 + i))"; done
     for i in $(seq 1 "$n"); do
         "$bin" --log warn serve cache --id "c$i" --cluster "$spec" --store memory \
-            --capacity 100000 --resp "127.0.0.1:$((base + 200 + i))" &
+            --capacity "$capacity" --policy "$policy" --resp "127.0.0.1:$((base + 200 + i))" &
         pids+=($!)
     done
     for i in $(seq 1 "$n"); do
@@ -93,26 +110,61 @@ print(json.dumps({
 }))
 PY
 )
-        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-$stamp.json" "$result" "$(meta "$command" "$4")"
+        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-${3}n-$stamp.json" "$result" "$(meta "$command" "$4")"
     done
 }
 
 for nodes in 1 3; do
+    wants load || wants redis || continue
     start_cache "$nodes"
-    for mix in "read-95 0.95" "write-50 0.5"; do
-        set -- $mix
-        command="$bin bench cache --targets $targets --clients $clients --duration ${seconds}s --read-ratio $2 --keys $keys --zipf 1.0 --scenario $1 --json"
-        result=$($command)
-        save "cache-$1-distsync-${nodes}n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
-    done
-    if [ "$nodes" = 3 ]; then
-        redis_bench $((base + 201)) distsync 3 "in-memory backing store, write-back; GET hits served from the node's store"
+    if wants load; then
+        for mix in "read-95 0.95" "write-50 0.5"; do
+            set -- $mix
+            progress "load $1, $nodes node(s), $clients clients, ${seconds}s"
+            command="$bin bench cache --targets $targets --clients $clients --duration ${seconds}s --read-ratio $2 --keys $keys --zipf 1.0 --scenario $1 --json"
+            result=$($command)
+            save "cache-$1-distsync-${nodes}n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
+        done
+    fi
+    if wants redis; then
+        progress "redis-benchmark against node c1's RESP port, $nodes node(s)"
+        redis_bench $((base + 201)) distsync "$nodes" "in-memory backing store, write-back; GET hits served from the node's store"
     fi
     stop_all
 done
 
-redis-server --port $((base + 300)) --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
-pids+=($!)
-until redis-cli -p $((base + 300)) ping >/dev/null 2>&1; do sleep 0.05; done
-redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)"
-stop_all
+if wants redis; then
+    progress "redis-benchmark against redis-server"
+    redis-server --port $((base + 300)) --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
+    pids+=($!)
+    until redis-cli -p $((base + 300)) ping >/dev/null 2>&1; do sleep 0.05; done
+    redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)"
+    stop_all
+fi
+
+if wants hit-ratio; then
+    for policy in lru lfu; do
+        for percent in 1 5 10 25 50 100; do
+            capacity=$((hit_keys * percent / 100))
+            progress "hit-ratio $policy, capacity $capacity ($percent % of $hit_keys keys), ${hit_seconds}s"
+            start_cache 1 "$capacity" "$policy"
+            command="$bin bench cache --targets $targets --clients 8 --duration ${hit_seconds}s --read-ratio 1.0 --keys $hit_keys --zipf 1.0 --scenario hit-ratio --json"
+            result=$($command)
+            save "cache-hit-ratio-$policy-c$capacity-distsync-1n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
+            stop_all
+        done
+    done
+fi
+
+if wants coherence; then
+    for nodes in 3 5; do
+        start_cache "$nodes"
+        for sharers in $(seq 0 $((nodes - 1))); do
+            progress "coherence, $nodes nodes, $sharers sharer(s), $writes writes"
+            command="$bin bench cache --mode coherence --targets $targets --sharers $sharers --writes $writes --json"
+            result=$($command)
+            save "cache-coherence-s$sharers-distsync-${nodes}n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
+        done
+        stop_all
+    done
+fi

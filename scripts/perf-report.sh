@@ -92,6 +92,8 @@ for entry in "${plan[@]}"; do
     record "$name" "$status" "$ms" "$files" "$command"
 done
 
+# --render-only ran no benchmark: the step log keeps describing the last run that did.
+if ! $render_only; then
 python3 - "$step_lines" "$steps_log" "$mode" "$started" "$((($(date +%s%N) - t0) / 1000000))" <<'EOF'
 import json, sys
 lines, out, mode, started, elapsed_ms = sys.argv[1:]
@@ -103,6 +105,7 @@ for line in open(lines):
 json.dump({"mode": mode, "started": started, "total_s": round(int(elapsed_ms) / 1000, 1), "steps": steps},
           open(out, "w"), indent=2)
 EOF
+fi
 
 i=$((i + 1))
 printf '\n==> [%d/%d] report: validate %s, draw charts, render README.md (%s)\n' "$i" "$total" "$runs" "$(date -u +%H:%M:%S)"

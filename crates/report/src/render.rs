@@ -186,6 +186,70 @@ fn is_failover(scenario: &str) -> bool {
     scenario.starts_with("failover")
 }
 
+/// Whether a comparison pairs only runs with the same node count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nodes {
+    Same,
+    Any,
+}
+
+/// What a cache result measures, from its scenario name (SCHEMA.md lists the conventions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheKind {
+    /// Zipf read/write mix against clients and nodes (`read-95`, `write-50`, …).
+    Load,
+    /// `redis-benchmark-*`: the same tool against a cache node's RESP port and redis-server.
+    RedisBenchmark,
+    /// `hit-ratio*`: `extra.hit_ratio` against `params.capacity` per `params.policy`.
+    HitRatio,
+    /// `coherence*`: `extra.coherence_msgs_per_write` against `params.sharers`.
+    Coherence,
+}
+
+fn cache_kind(scenario: &str) -> CacheKind {
+    if scenario.starts_with("redis-benchmark") {
+        CacheKind::RedisBenchmark
+    } else if scenario.starts_with("hit-ratio") {
+        CacheKind::HitRatio
+    } else if scenario.starts_with("coherence") {
+        CacheKind::Coherence
+    } else {
+        CacheKind::Load
+    }
+}
+
+/// The distinct values a field takes over `groups`, joined for a method sentence.
+fn distinct(groups: &[&Group], field: impl Fn(&Group) -> Option<String>) -> String {
+    let values: BTreeSet<String> = groups.iter().filter_map(|g| field(g)).collect();
+    if values.is_empty() {
+        "not recorded".into()
+    } else {
+        values.into_iter().collect::<Vec<_>>().join(" or ")
+    }
+}
+
+/// "a warm-up of N s", or says the runs did not record one.
+fn warmup_phrase(groups: &[&Group]) -> String {
+    let recorded = distinct(groups, |g| g.param("warmup_s"));
+    if groups.iter().any(|g| g.param("warmup_s").is_some()) {
+        format!("a warm-up of {recorded} s")
+    } else {
+        "a warm-up (its length not recorded in these runs)".into()
+    }
+}
+
+fn run_seconds(groups: &[&Group]) -> String {
+    let values: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| g.runs.iter().filter_map(|r| r.duration_s))
+        .collect();
+    match Stat::of(&values) {
+        None => "not recorded".into(),
+        Some(s) if s.min == s.max => num(s.min),
+        Some(s) => format!("{}–{}", num(s.min), num(s.max)),
+    }
+}
+
 impl<'a> Report<'a> {
     fn block(&self, name: &str) -> anyhow::Result<String> {
         Ok(match name {
@@ -199,35 +263,16 @@ impl<'a> Report<'a> {
                 "pairs/s",
                 "scripts/bench-lock.sh",
             )?,
-            "lock_vs_etcd" => self.versus("lock", "etcd", "scripts/bench-lock-vs-etcd.sh"),
+            "lock_vs_etcd" => {
+                self.versus("lock", "etcd", Nodes::Same, "scripts/bench-lock-vs-etcd.sh")
+            }
             "failover" => self.failover()?,
             "queue" => self.queue()?,
-            "cache" => {
-                self.service_section("cache", |_| true, "ops/s", "scripts/bench-cache.sh")?
-            }
-            "cache_vs_redis" => self.versus("cache", "redis", "scripts/bench-cache.sh"),
-            "cache_hit_ratio" => self.xy_section(&XySpec {
-                service: "cache",
-                x_param: "capacity",
-                y_extra: "hit_ratio",
-                line_param: "policy",
-                title: "Cache hit ratio against capacity",
-                x_label: "capacity (entries)",
-                y_label: "hit ratio",
-                file: "cache-hit-ratio.svg",
-                command: "scripts/bench-cache.sh",
-            })?,
-            "cache_coherence" => self.xy_section(&XySpec {
-                service: "cache",
-                x_param: "sharers",
-                y_extra: "coherence_msgs_per_write",
-                line_param: "nodes",
-                title: "Coherence messages per write against sharers",
-                x_label: "sharers",
-                y_label: "messages per write",
-                file: "cache-coherence.svg",
-                command: "scripts/bench-cache.sh",
-            })?,
+            "cache" => self.cache()?,
+            // One redis-server stands against every cache cluster size.
+            "cache_vs_redis" => self.versus("cache", "redis", Nodes::Any, "scripts/bench-cache.sh"),
+            "cache_hit_ratio" => self.cache_hit_ratio()?,
+            "cache_coherence" => self.cache_coherence()?,
             "raft" => self.raft(),
             "single_vs_distributed" => self.single_vs_distributed(),
             "scaling" => self.scaling(),
@@ -434,13 +479,20 @@ impl<'a> Report<'a> {
             ),
             (
                 "Cache: Zipfian read-heavy and write-heavy, node counts",
-                self.has(|g| g.key.service == "cache" && g.key.system == "distsync"),
+                self.has(|g| {
+                    g.key.service == "cache"
+                        && g.key.system == "distsync"
+                        && cache_kind(&g.key.scenario) == CacheKind::Load
+                }),
                 "scripts/bench-cache.sh",
             ),
             (
                 "Cache: hit ratio against capacity (LRU, LFU)",
                 self.has(|g| {
-                    g.key.service == "cache" && g.first().extra_f64("hit_ratio").is_some()
+                    g.key.service == "cache"
+                        && cache_kind(&g.key.scenario) == CacheKind::HitRatio
+                        && g.param_f64("capacity").is_some()
+                        && g.first().extra_f64("hit_ratio").is_some()
                 }),
                 "scripts/bench-cache.sh",
             ),
@@ -448,13 +500,22 @@ impl<'a> Report<'a> {
                 "Cache: coherence traffic per write against sharers",
                 self.has(|g| {
                     g.key.service == "cache"
+                        && cache_kind(&g.key.scenario) == CacheKind::Coherence
                         && g.first().extra_f64("coherence_msgs_per_write").is_some()
                 }),
                 "scripts/bench-cache.sh",
             ),
             (
                 "Cache: redis-benchmark against a cache node and redis-server",
-                self.has(|g| g.key.service == "cache" && g.key.system == "redis"),
+                self.has(|g| {
+                    g.key.service == "cache"
+                        && g.key.system == "redis"
+                        && self.has(|ours| {
+                            ours.key.service == "cache"
+                                && ours.key.system == "distsync"
+                                && ours.key.scenario == g.key.scenario
+                        })
+                }),
                 "scripts/bench-cache.sh",
             ),
             (
@@ -580,8 +641,9 @@ impl<'a> Report<'a> {
         Ok(out)
     }
 
-    /// distsync against `other` on the same scenario, node count and clients.
-    fn versus(&self, service: &str, other: &str, command: &str) -> String {
+    /// distsync against `other` on the same scenario and clients (and node count, if `nodes`
+    /// says so).
+    fn versus(&self, service: &str, other: &str, nodes: Nodes, command: &str) -> String {
         let ours: Vec<&Group> = self
             .service_groups(service)
             .filter(|g| g.key.system == "distsync")
@@ -597,18 +659,22 @@ impl<'a> Report<'a> {
         {
             for g in ours.iter().filter(|g| {
                 g.key.scenario == theirs.key.scenario
-                    && g.key.nodes == theirs.key.nodes
+                    && (nodes == Nodes::Any || g.key.nodes == theirs.key.nodes)
                     && g.key.clients == theirs.key.clients
             }) {
                 let ratio = match (g.throughput(), theirs.throughput()) {
                     (Some(a), Some(b)) => format!("{}×", num(a.median / b.median)),
                     _ => "–".into(),
                 };
+                let node_cell = if g.key.nodes == theirs.key.nodes {
+                    opt(g.key.nodes)
+                } else {
+                    format!("{} ({other}: {})", opt(g.key.nodes), opt(theirs.key.nodes))
+                };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {ratio} | {} | {} |",
+                    "| {} | {node_cell} | {} | {} | {} | {ratio} | {} | {} |",
                     g.key.scenario,
-                    opt(g.key.nodes),
                     opt(g.key.clients),
                     stat_cell(g.throughput()),
                     stat_cell(theirs.throughput()),
@@ -869,6 +935,284 @@ impl<'a> Report<'a> {
         Ok(out)
     }
 
+    fn cache_groups(&self, kind: CacheKind) -> Vec<&Group<'a>> {
+        self.service_groups("cache")
+            .filter(|g| cache_kind(&g.key.scenario) == kind)
+            .collect()
+    }
+
+    /// The Zipf load table, and throughput against node count when a scenario ran on several.
+    fn cache(&self) -> anyhow::Result<String> {
+        let mut out = self.service_section(
+            "cache",
+            |g| cache_kind(&g.key.scenario) == CacheKind::Load,
+            "ops/s",
+            "scripts/bench-cache.sh",
+        )?;
+        let load: Vec<&Group> = self
+            .cache_groups(CacheKind::Load)
+            .into_iter()
+            .filter(|g| g.key.system == "distsync")
+            .collect();
+        if load.is_empty() {
+            return Ok(out);
+        }
+        let _ = write!(
+            out,
+            "\nMethod: {} clients spread round-robin over the nodes, keys drawn with Zipf exponent {} \
+             over {} keys, values of {} bytes, every key written once before {}, \
+             then {} s measured per run.\n",
+            distinct(&load, |g| g.key.clients.map(|c| c.to_string())),
+            distinct(&load, |g| g.param("zipf")),
+            distinct(&load, |g| g.param("keys")),
+            distinct(&load, |g| g.param("value_bytes")),
+            warmup_phrase(&load),
+            run_seconds(&load),
+        );
+        // One line per scenario (and client count): ops/s at each node count.
+        let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for g in &load {
+            if let (Some(n), Some(t)) = (g.key.nodes, g.throughput()) {
+                lines
+                    .entry(format!(
+                        "{}, {} clients",
+                        g.key.scenario,
+                        opt(g.key.clients)
+                    ))
+                    .or_default()
+                    .push((f64::from(n), t.median));
+            }
+        }
+        let series: Vec<Series> = lines
+            .into_iter()
+            .filter(|(_, points)| points.len() >= 2)
+            .map(|(name, mut points)| {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series::new(name, points)
+            })
+            .collect();
+        if !series.is_empty() {
+            out.push('\n');
+            out.push_str(&self.chart(
+                "cache-throughput-nodes.svg",
+                &LineChart {
+                    title: "Cache throughput against nodes",
+                    x_label: "nodes",
+                    y_label: "ops/s",
+                    x_axis: Axis::Linear,
+                    y_axis: Axis::Linear,
+                    series: &series,
+                    legend: Legend::LowerRight,
+                },
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Hit ratio against capacity (as a share of the key space), one line per policy.
+    fn cache_hit_ratio(&self) -> anyhow::Result<String> {
+        let groups: Vec<&Group> = self
+            .cache_groups(CacheKind::HitRatio)
+            .into_iter()
+            .filter(|g| {
+                g.param_f64("capacity").is_some()
+                    && g.param_f64("keys").is_some()
+                    && g.stat(|r| r.extra_f64("hit_ratio")).is_some()
+            })
+            .collect();
+        if groups.is_empty() {
+            return Ok(not_measured(
+                "Cache hit ratio against capacity (LRU, LFU)",
+                "scripts/bench-cache.sh",
+            ));
+        }
+        // capacity % of keys → policy → (capacity, hit ratio, group)
+        let mut rows: BTreeMap<u64, BTreeMap<String, (f64, Stat)>> = BTreeMap::new();
+        let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for g in &groups {
+            let (Some(capacity), Some(keys), Some(hit)) = (
+                g.param_f64("capacity"),
+                g.param_f64("keys"),
+                g.stat(|r| r.extra_f64("hit_ratio")),
+            ) else {
+                continue;
+            };
+            let share = 100.0 * capacity / keys;
+            let policy = g
+                .param("policy")
+                .unwrap_or_else(|| "policy not recorded".into());
+            // Keyed in hundredths of a percent so shares like 2.5 % stay distinct rows.
+            rows.entry((share * 100.0).round() as u64)
+                .or_default()
+                .insert(policy.clone(), (capacity, hit));
+            lines.entry(policy).or_default().push((share, hit.median));
+        }
+        let policies: Vec<String> = lines.keys().cloned().collect();
+        let mut out = format!(
+            "Method: one node, {} clients reading only (read ratio {}), keys drawn with Zipf \
+             exponent {} over {} keys, every key written once first, then {} and \
+             {} s measured per point. Hit ratio is the change in the node's `/v1/stats` hits \
+             divided by the change in hits plus misses over the measured interval.\n\n",
+            distinct(&groups, |g| g.key.clients.map(|c| c.to_string())),
+            distinct(&groups, |g| g.param("read_ratio")),
+            distinct(&groups, |g| g.param("zipf")),
+            distinct(&groups, |g| g.param("keys")),
+            warmup_phrase(&groups),
+            run_seconds(&groups),
+        );
+        out.push_str("| capacity (% of keys) | capacity (entries) |");
+        for p in &policies {
+            let _ = write!(out, " {p} hit ratio |");
+        }
+        out.push_str("\n|---|---|");
+        out.push_str(&"---|".repeat(policies.len()));
+        out.push('\n');
+        for (share, by_policy) in &rows {
+            let capacities: BTreeSet<String> = by_policy.values().map(|(c, _)| num(*c)).collect();
+            let _ = write!(
+                out,
+                "| {} | {} |",
+                num(*share as f64 / 100.0),
+                capacities.into_iter().collect::<Vec<_>>().join(" / ")
+            );
+            for p in &policies {
+                let cell = by_policy
+                    .get(p)
+                    .map_or("–".into(), |(_, hit)| stat_cell(Some(*hit)));
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+        let series: Vec<Series> = lines
+            .into_iter()
+            .map(|(name, mut points)| {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series::new(name, points)
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&self.chart(
+            "cache-hit-ratio.svg",
+            &LineChart {
+                title: "Cache hit ratio against capacity",
+                x_label: "capacity (% of keys, log scale)",
+                y_label: "hit ratio",
+                x_axis: Axis::Log10,
+                y_axis: Axis::Linear,
+                series: &series,
+                legend: Legend::LowerRight,
+            },
+        )?);
+        Ok(out)
+    }
+
+    /// Coherence messages and invalidations per write against the number of sharers.
+    fn cache_coherence(&self) -> anyhow::Result<String> {
+        let groups: Vec<&Group> = self
+            .cache_groups(CacheKind::Coherence)
+            .into_iter()
+            .filter(|g| {
+                g.param_f64("sharers").is_some()
+                    && g.stat(|r| r.extra_f64("coherence_msgs_per_write"))
+                        .is_some()
+            })
+            .collect();
+        if groups.is_empty() {
+            return Ok(not_measured(
+                "Coherence messages per write against sharers",
+                "scripts/bench-cache.sh",
+            ));
+        }
+        let mut out = format!(
+            "Method: each measured write goes to its own key, one at a time, through a rotating \
+             writer node; before it, the writer wrote the key and the given number of other \
+             nodes read it, so they hold it Shared. Messages are the change, summed over every \
+             node, in `distsync_cache_directory_messages_total` (in and out of the key's home \
+             directory; lease heartbeats left out), invalidations the change in `/v1/stats` \
+             `invalidations_sent`, each divided by the {} writes of a run.\n\n\
+             | nodes | sharers | messages per write | invalidations per write | by kind (per write) | write p50 ms | write p99 ms |\n\
+             |---|---|---|---|---|---|---|\n",
+            distinct(&groups, |g| g.param("writes")),
+        );
+        let mut sorted = groups.clone();
+        sorted.sort_by(|a, b| {
+            (a.key.nodes, a.param_f64("sharers").unwrap_or(0.0))
+                .partial_cmp(&(b.key.nodes, b.param_f64("sharers").unwrap_or(0.0)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut messages: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut invalidations: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for g in &sorted {
+            let sharers = g.param_f64("sharers").unwrap_or(0.0);
+            let per_write = g.stat(|r| r.extra_f64("coherence_msgs_per_write"));
+            let invalidated = g.stat(|r| r.extra_f64("invalidations_per_write"));
+            let kinds = g
+                .first()
+                .extra
+                .get("directory_messages_per_write_by_kind")
+                .and_then(|v| v.as_object())
+                .map_or("–".into(), |kinds| {
+                    kinds
+                        .iter()
+                        .filter_map(|(k, v)| Some(format!("{k} {}", num(v.as_f64()?))))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                opt(g.key.nodes),
+                // A count, printed as the JSON has it (not as a measured figure).
+                g.param("sharers").unwrap_or_else(|| "–".into()),
+                stat_cell(per_write),
+                stat_cell(invalidated),
+                if kinds.is_empty() {
+                    "none".into()
+                } else {
+                    kinds
+                },
+                stat_cell(g.p50()),
+                stat_cell(g.p99()),
+            );
+            let line = format!("{} nodes", opt(g.key.nodes));
+            if let Some(m) = per_write {
+                messages
+                    .entry(line.clone())
+                    .or_default()
+                    .push((sharers, m.median));
+            }
+            if let Some(i) = invalidated {
+                invalidations
+                    .entry(line)
+                    .or_default()
+                    .push((sharers, i.median));
+            }
+        }
+        let mut series: Vec<Series> = messages
+            .into_iter()
+            .map(|(name, points)| Series::new(format!("{name}: messages"), points))
+            .collect();
+        series.extend(
+            invalidations
+                .into_iter()
+                .map(|(name, points)| Series::new(format!("{name}: invalidations"), points)),
+        );
+        out.push('\n');
+        out.push_str(&self.chart(
+            "cache-coherence.svg",
+            &LineChart {
+                title: "Coherence messages per write against sharers",
+                x_label: "sharers (other nodes holding the key Shared)",
+                y_label: "per write",
+                x_axis: Axis::Linear,
+                y_axis: Axis::Linear,
+                series: &series,
+                legend: Legend::UpperLeft,
+            },
+        )?);
+        Ok(out)
+    }
+
     fn raft(&self) -> String {
         let groups: Vec<&Group> = self.service_groups("raft").collect();
         if groups.is_empty() {
@@ -896,53 +1240,6 @@ impl<'a> Report<'a> {
             );
         }
         out
-    }
-
-    fn xy_section(&self, spec: &XySpec) -> anyhow::Result<String> {
-        let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for g in self.service_groups(spec.service) {
-            let x = g.param_f64(spec.x_param);
-            let y = g.stat(|r| r.extra_f64(spec.y_extra));
-            if let (Some(x), Some(y)) = (x, y) {
-                let line = match spec.line_param {
-                    "nodes" => format!("{} nodes", opt(g.key.nodes)),
-                    p => g.param(p).unwrap_or_else(|| "–".into()),
-                };
-                lines
-                    .entry(format!("{} {line}", g.key.system))
-                    .or_default()
-                    .push((x, y.median));
-            }
-        }
-        if lines.is_empty() {
-            return Ok(not_measured(spec.title, spec.command));
-        }
-        let mut out = format!(
-            "| series | {} | {} |\n|---|---|---|\n",
-            spec.x_label, spec.y_label
-        );
-        let mut series = Vec::new();
-        for (name, mut points) in lines {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (x, y) in &points {
-                let _ = writeln!(out, "| {name} | {} | {} |", num(*x), num(*y));
-            }
-            series.push(Series::new(name, points));
-        }
-        out.push('\n');
-        out.push_str(&self.chart(
-            spec.file,
-            &LineChart {
-                title: spec.title,
-                x_label: spec.x_label,
-                y_label: spec.y_label,
-                x_axis: Axis::Linear,
-                y_axis: Axis::Linear,
-                series: &series,
-                legend: Legend::UpperLeft,
-            },
-        )?);
-        Ok(out)
     }
 
     /// Pairs of configurations that differ only in node count.
@@ -1148,6 +1445,16 @@ impl<'a> Report<'a> {
                 g.key.params
             );
         }
+        if let Some((g, t)) = best("cache", "read-95") {
+            let _ = writeln!(
+                out,
+                "- Cache: up to {} ops/s on a read-heavy Zipf load ({} node{}, {} clients, HTTP).",
+                num(t),
+                opt(g.key.nodes),
+                if g.key.nodes == Some(1) { "" } else { "s" },
+                opt(g.key.clients)
+            );
+        }
         if let Some((_, t)) = best("raft", "commit-throughput") {
             let _ = writeln!(
                 out,
@@ -1160,18 +1467,6 @@ impl<'a> Report<'a> {
         }
         out
     }
-}
-
-struct XySpec<'s> {
-    service: &'s str,
-    x_param: &'s str,
-    y_extra: &'s str,
-    line_param: &'s str,
-    title: &'s str,
-    x_label: &'s str,
-    y_label: &'s str,
-    file: &'s str,
-    command: &'s str,
 }
 
 /// Why a cluster differs from one node, per service (prose only: the numbers are in the table).

@@ -256,3 +256,146 @@ fn template_has_no_hand_typed_figures() {
     let runs = load_dir(&fixtures().join("runs")).unwrap();
     render_runs(&runs, &template);
 }
+
+fn cache_json(scenario: &str, nodes: u32, params: Value, extra: Value) -> BenchRun {
+    let mut value = run_json("cache", scenario, nodes, 8, 20_000.0);
+    value["params"] = params;
+    value["extra"] = extra;
+    parse(&value).unwrap()
+}
+
+#[test]
+fn cache_hit_ratio_is_tabled_by_capacity_share_with_a_column_per_policy() {
+    // Four fixture runs (two capacities × two policies) must come out as the JSON's hit ratios,
+    // keyed by capacity as a share of the keys, with one chart line per policy.
+    let runs: Vec<BenchRun> = [("lru", 100, 0.4321), ("lfu", 100, 0.5678), ("lru", 1000, 0.75), ("lfu", 1000, 0.813)]
+        .iter()
+        .map(|&(policy, capacity, hit)| {
+            cache_json(
+                "hit-ratio",
+                1,
+                json!({"capacity": capacity, "keys": 10000, "policy": policy, "zipf": 1.0, "read_ratio": 1.0}),
+                json!({"hit_ratio": hit}),
+            )
+        })
+        .collect();
+    let (md, charts, _dir) = render_runs(&runs, "{{cache_hit_ratio}}\n{{coverage}}");
+    assert!(
+        md.contains(
+            "| capacity (% of keys) | capacity (entries) | lfu hit ratio | lru hit ratio |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| 1.00 | 100 | 0.57 | 0.43 |"), "{md}");
+    assert!(md.contains("| 10.0 | 1,000 | 0.81 | 0.75 |"), "{md}");
+    assert!(md.contains("Zipf exponent 1.0 over 10000 keys"), "{md}");
+    assert!(
+        md.contains("| Cache: hit ratio against capacity (LRU, LFU) | measured |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(&charts[0]).unwrap();
+    assert!(charts[0].ends_with("cache-hit-ratio.svg"));
+    assert!(
+        svg.contains("lru") && svg.contains("lfu"),
+        "one line per policy"
+    );
+}
+
+#[test]
+fn cache_coherence_gives_messages_and_invalidations_per_write_against_sharers() {
+    // Messages and invalidations per write are the JSON values, rows ordered by nodes then
+    // sharers, with the per-kind breakdown spelled out.
+    let runs: Vec<BenchRun> = [(3, 2, 6.0, 2.0), (3, 0, 0.0, 0.0), (5, 4, 10.0, 4.0)]
+        .iter()
+        .map(|&(nodes, sharers, messages, invalidations)| {
+            cache_json(
+                "coherence",
+                nodes,
+                json!({"sharers": sharers, "writes": 200}),
+                json!({
+                    "coherence_msgs_per_write": messages,
+                    "invalidations_per_write": invalidations,
+                    "directory_messages_per_write_by_kind": if sharers == 0 { json!({}) } else { json!({"invalidate": invalidations}) },
+                }),
+            )
+        })
+        .collect();
+    let (md, charts, _dir) = render_runs(&runs, "{{cache_coherence}}");
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| 3 |") || l.starts_with("| 5 |"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{md}");
+    assert!(
+        rows[0].starts_with("| 3 | 0 | 0.00 | 0.00 | none |"),
+        "{md}"
+    );
+    assert!(
+        rows[1].starts_with("| 3 | 2 | 6.00 | 2.00 | invalidate 2.00 |"),
+        "{md}"
+    );
+    assert!(rows[2].starts_with("| 5 | 4 | 10.0 | 4.00 |"), "{md}");
+    assert!(md.contains("divided by the 200 writes"), "{md}");
+    assert_eq!(charts.len(), 1);
+}
+
+#[test]
+fn cache_sections_without_results_say_not_measured_and_load_rows_stay_out_of_them() {
+    // Only a Zipf load run exists: the hit-ratio, coherence and redis sections each say what to
+    // run instead of vanishing, and the load run's own hit ratio (no capacity sweep) is not
+    // mistaken for a hit-ratio point.
+    let runs = vec![cache_json(
+        "read-95",
+        3,
+        json!({"keys": 1000, "zipf": 1.0, "capacity": 100000, "policy": "lru"}),
+        json!({"hit_ratio": 0.88}),
+    )];
+    let (md, charts, _dir) = render_runs(
+        &runs,
+        "{{cache}}\n{{cache_vs_redis}}\n{{cache_hit_ratio}}\n{{cache_coherence}}\n{{coverage}}",
+    );
+    assert!(md.contains("| read-95 | distsync | 3 | 8 |"), "{md}");
+    assert!(md.contains("_Cache hit ratio against capacity (LRU, LFU): not measured yet: run `scripts/bench-cache.sh`._"), "{md}");
+    assert!(
+        md.contains("_Coherence messages per write against sharers: not measured yet"),
+        "{md}"
+    );
+    assert!(
+        md.contains("_distsync against redis (cache): not measured yet"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Cache: hit ratio against capacity (LRU, LFU) | **not measured yet"),
+        "{md}"
+    );
+    assert!(charts.is_empty(), "{charts:?}");
+}
+
+#[test]
+fn cache_against_redis_pairs_any_cluster_size_with_the_one_redis_server() {
+    // redis-server is a single process; the cache rows at one and three nodes are both
+    // compared with it, and the node counts of both sides are shown.
+    let mut runs = Vec::new();
+    for (system, nodes, throughput) in [
+        ("distsync", 1, 60_000.0),
+        ("distsync", 3, 40_000.0),
+        ("redis", 1, 90_000.0),
+    ] {
+        let mut value = run_json("cache", "redis-benchmark-set", nodes, 50, throughput);
+        value["system"] = json!(system);
+        runs.push(parse(&value).unwrap());
+    }
+    let (md, _, _dir) = render_runs(&runs, "{{cache_vs_redis}}\n{{cache}}");
+    assert!(
+        md.contains("| redis-benchmark-set | 1 | 50 | 60,000 | 90,000 | 0.67× |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| redis-benchmark-set | 3 (redis: 1) | 50 | 40,000 | 90,000 | 0.44× |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("_cache results: not measured yet"),
+        "redis-benchmark rows are not load rows: {md}"
+    );
+}

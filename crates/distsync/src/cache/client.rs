@@ -264,8 +264,31 @@ impl CacheClient {
     /// # Errors
     /// [`CacheClientError`].
     pub async fn stats_at(&self, index: usize) -> Result<CacheStats, CacheClientError> {
+        let (status, text) = self.get_path_at(index, "/v1/stats").await?;
+        Self::decode(status, &text)
+    }
+
+    /// The Prometheus text exposition (`/metrics`) of the endpoint at `index`: the benchmark
+    /// reads the per-kind directory message counters there, which `/v1/stats` does not carry.
+    ///
+    /// # Errors
+    /// [`CacheClientError`].
+    pub async fn metrics_at(&self, index: usize) -> Result<String, CacheClientError> {
+        let (status, text) = self.get_path_at(index, "/metrics").await?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(Self::error(status, &text))
+        }
+    }
+
+    async fn get_path_at(
+        &self,
+        index: usize,
+        path: &str,
+    ) -> Result<(u16, String), CacheClientError> {
         let base = &self.endpoints[index].base;
-        let url = format!("{base}/v1/stats");
+        let url = format!("{base}{path}");
         let response = self
             .http
             .get(&url)
@@ -278,6 +301,6 @@ impl CacheClient {
             .text()
             .await
             .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
-        Self::decode(status, &text)
+        Ok((status, text))
     }
 }
