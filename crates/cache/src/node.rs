@@ -379,6 +379,25 @@ impl<H: HomeSelector> CacheNode<H> {
         self.submit(key, OpKind::Read)
     }
 
+    /// Serves a read of `key` only if [`CacheNode::read`] would finish it at once from the
+    /// local store: the line is held (M, E or S) under a valid lease and no transaction is in
+    /// flight for the key. Returns `None` otherwise, with nothing changed; the caller then runs
+    /// [`CacheNode::read`]. A hit counts as a use of the line, exactly as in `read`.
+    ///
+    /// This is the shell's hot path: one store lookup and one lease check, no operation id and
+    /// no outbound vector, so a hit holds the node for as short a time as possible.
+    pub fn read_hit(&mut self, key: &Key) -> Option<LineData> {
+        // A key in a transaction has no line (see `start_txn`), so a held line means no
+        // transaction; the check stays because serving past a queued write would reorder them.
+        if !self.txns.is_empty() && self.txns.contains_key(key) {
+            return None;
+        }
+        if !self.store.contains(key) || !self.lease_valid(self.homes.home_of(key)) {
+            return None;
+        }
+        self.store.get(key).map(|line| line.data.clone())
+    }
+
     /// Writes `value` under `key`: silent on M/E, an `Upgrade` from S, `GetModified` from I.
     ///
     /// # Errors

@@ -115,3 +115,53 @@ fn partitioned_sharer_is_revoked_after_its_lease_and_never_serves_stale_data() {
     let data = cluster.read(2, "k");
     assert_eq!(data.value.as_deref(), Some(&b"v2"[..]));
 }
+
+#[test]
+fn read_hit_serves_only_what_read_would_finish_at_once() {
+    // Proves the shell's fast path agrees with `read`: a leased line is served with its data, an
+    // absent key, a lapsed lease and a key with a transaction in flight all give `None` (the
+    // caller falls back to `read`), and a refused hit changes nothing.
+    let mut cluster = Cluster::new(2, lease_config());
+    cluster.write(1, "k", "v1");
+    let key = Key::from("k");
+    let node = cluster.nodes.get_mut(&NodeId(1)).expect("node");
+    let data = node.read_hit(&key).expect("a leased M line is a hit");
+    assert_eq!(data.value.as_deref(), Some(&b"v1"[..]));
+    assert!(node.read_hit(&Key::from("absent")).is_none());
+
+    // N2 reading k puts a transaction in flight at N2 until the home answers.
+    let step = cluster
+        .nodes
+        .get_mut(&NodeId(2))
+        .expect("node")
+        .read(key.clone())
+        .expect("accepted");
+    assert!(matches!(step, OpStep::Pending { .. }));
+    assert!(
+        cluster
+            .nodes
+            .get_mut(&NodeId(2))
+            .expect("node")
+            .read_hit(&key)
+            .is_none()
+    );
+    cluster.queue_step(2, step);
+    cluster.run();
+    assert!(
+        cluster
+            .nodes
+            .get_mut(&NodeId(2))
+            .expect("node")
+            .read_hit(&key)
+            .is_some()
+    );
+
+    for _ in 0..25 {
+        cluster.tick(1);
+        cluster.drop_messages();
+    }
+    let node = cluster.nodes.get_mut(&NodeId(1)).expect("node");
+    assert!(!node.lease_valid_for(&key));
+    assert!(node.read_hit(&key).is_none(), "no hit without a lease");
+    assert_eq!(cluster.state(1, "k"), distsync_cache::LineState::Shared);
+}

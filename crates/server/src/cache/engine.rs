@@ -778,6 +778,11 @@ impl CacheEngine {
                 epoch: self.membership.current().epoch(),
             });
         }
+        if let CacheOp::Get(key) = &op
+            && let Some(hit) = self.read_hit(key)
+        {
+            return Ok(hit);
+        }
         let started_at = Instant::now();
         let label = op.label();
         let key = op.key().clone();
@@ -796,6 +801,22 @@ impl CacheEngine {
             }
         }
         result
+    }
+
+    /// The hot path of a read: serves `key` if this node holds it under a valid lease with no
+    /// transaction in flight, holding the core lock for one lookup; `None` when the read needs
+    /// [`CacheEngine::execute`] (a miss, a lapsed lease, a node not serving). Borrowing the key
+    /// lets a caller try a hit before it copies the key for a transaction.
+    pub fn read_hit(&self, key: &Key) -> Option<OpResult> {
+        if self.shutting_down.load(Ordering::Relaxed) || !self.is_serving() {
+            return None;
+        }
+        let started_at = Instant::now();
+        let data = lock(&self.core).node.read_hit(key)?;
+        self.metrics.hits.inc();
+        self.metrics
+            .observe_op("get", started_at.elapsed().as_secs_f64());
+        Some(OpResult::Read(data))
     }
 
     /// The synchronous part of an operation: a hit finishes here, on the caller's task.

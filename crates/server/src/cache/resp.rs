@@ -12,8 +12,10 @@
 use super::engine::{CacheEngine, CacheOp, EngineError};
 use super::key::validate_key;
 use super::routes::stats_of;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use distsync_cache::{CacheError, OpResult};
+use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,6 +59,22 @@ fn parse_length(text: &[u8], what: &str) -> Result<i64, RespError> {
 /// # Errors
 /// The bytes are not a RESP2 command (bad type byte, length, or terminator).
 pub fn parse_command(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, RespError> {
+    let mut ranges = Vec::new();
+    Ok(parse_ranges(buf, &mut ranges)?.map(|used| {
+        let args = ranges
+            .iter()
+            .map(|range| Bytes::copy_from_slice(&buf[range.clone()]))
+            .collect();
+        (args, used)
+    }))
+}
+
+/// Parses one command at the start of `buf` into the byte ranges of its arguments (`ranges` is
+/// cleared first) and returns the bytes it took, or `None` when the frame is not complete yet.
+/// Ranges rather than copies let the connection slice its arguments out of the read buffer
+/// without allocating per request.
+fn parse_ranges(buf: &[u8], ranges: &mut Vec<Range<usize>>) -> Result<Option<usize>, RespError> {
+    ranges.clear();
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -65,25 +83,34 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, RespErro
         let Some(end) = line_end(buf, 0)? else {
             return Ok(None);
         };
-        let args = buf[..end]
-            .split(|b| *b == b' ' || *b == b'\t')
-            .filter(|word| !word.is_empty())
-            .map(Bytes::copy_from_slice)
-            .collect();
-        return Ok(Some((args, end + 2)));
+        let mut start = None;
+        for (at, byte) in buf[..end].iter().enumerate() {
+            let blank = *byte == b' ' || *byte == b'\t';
+            match (blank, start) {
+                (false, None) => start = Some(at),
+                (true, Some(from)) => {
+                    ranges.push(from..at);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = start {
+            ranges.push(from..end);
+        }
+        return Ok(Some(end + 2));
     }
     let Some(end) = line_end(buf, 0)? else {
         return Ok(None);
     };
     let count = parse_length(&buf[1..end], "multibulk")?;
     if count <= 0 {
-        return Ok(Some((Vec::new(), end + 2)));
+        return Ok(Some(end + 2));
     }
     if count as usize > ARGS_MAX {
         return Err(protocol("too many arguments"));
     }
     let mut position = end + 2;
-    let mut args = Vec::with_capacity(count as usize);
     for _ in 0..count {
         if position >= buf.len() {
             return Ok(None);
@@ -109,15 +136,21 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, RespErro
         if &buf[stop..stop + 2] != b"\r\n" {
             return Err(protocol("bulk string not terminated by CRLF"));
         }
-        args.push(Bytes::copy_from_slice(&buf[start..stop]));
+        ranges.push(start..stop);
         position = stop + 2;
     }
-    Ok(Some((args, position)))
+    Ok(Some(position))
+}
+
+/// Appends `value` in decimal: replies are built per request, so no temporary `String`.
+fn decimal(out: &mut Vec<u8>, value: i64) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{value}");
 }
 
 fn bulk(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'$');
-    out.extend_from_slice(data.len().to_string().as_bytes());
+    decimal(out, data.len() as i64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -125,7 +158,7 @@ fn bulk(out: &mut Vec<u8>, data: &[u8]) {
 
 fn integer(out: &mut Vec<u8>, value: i64) {
     out.push(b':');
-    out.extend_from_slice(value.to_string().as_bytes());
+    decimal(out, value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -178,13 +211,20 @@ async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> st
     stream.set_nodelay(true)?;
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(16 * 1024);
+    let mut ranges = Vec::new();
+    let mut args = Vec::new();
     loop {
         let mut close = false;
         loop {
-            match parse_command(&input) {
-                Ok(Some((args, used))) => {
-                    input.advance(used);
-                    if !args.is_empty() && execute(&engine, args, &mut out).await {
+            match parse_ranges(&input, &mut ranges) {
+                Ok(Some(used)) => {
+                    // The arguments are slices of the frame; whatever the node keeps (a key or
+                    // value it stores) is copied out by `execute`, so no stored line pins a
+                    // read buffer.
+                    let frame = input.split_to(used).freeze();
+                    args.clear();
+                    args.extend(ranges.iter().map(|range| frame.slice(range.clone())));
+                    if !args.is_empty() && execute(&engine, &args, &mut out).await {
                         close = true;
                         break;
                     }
@@ -210,9 +250,23 @@ async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> st
     }
 }
 
+/// A copy of an argument that the node may keep, detached from the connection's read buffer.
+fn owned(arg: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(arg)
+}
+
 /// Runs one command, appending its reply. Returns true when the connection should close.
-async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>) -> bool {
-    let name = args[0].to_ascii_uppercase();
+async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -> bool {
+    // Command names are short; a longer word is no command, and stays unmatched (empty).
+    let mut upper = [0u8; 16];
+    let name = match args[0].len() {
+        len @ 1..=16 => {
+            upper[..len].copy_from_slice(&args[0]);
+            upper[..len].make_ascii_uppercase();
+            &upper[..len]
+        }
+        _ => &upper[..0],
+    };
     let arity = |n: usize, out: &mut Vec<u8>| {
         let ok = args.len() == n;
         if !ok {
@@ -233,10 +287,14 @@ async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>)
             false
         }
     };
-    match name.as_slice() {
+    match name {
         b"GET" => {
             if arity(2, out) && valid_key(&args[1], out) {
-                match engine.execute(CacheOp::Get(args[1].clone())).await {
+                let found = match engine.read_hit(&args[1]) {
+                    Some(hit) => Ok(hit),
+                    None => engine.execute(CacheOp::Get(owned(&args[1]))).await,
+                };
+                match found {
                     Ok(OpResult::Read(data)) => match data.value {
                         Some(value) => bulk(out, &value),
                         None => out.extend_from_slice(b"$-1\r\n"),
@@ -251,7 +309,7 @@ async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>)
                 error(out, "ERR syntax error (SET options are not supported)");
             } else if arity(3, out) && valid_key(&args[1], out) {
                 match engine
-                    .execute(CacheOp::Put(args[1].clone(), args[2].clone()))
+                    .execute(CacheOp::Put(owned(&args[1]), owned(&args[2])))
                     .await
                 {
                     Ok(_) => out.extend_from_slice(b"+OK\r\n"),
@@ -269,7 +327,7 @@ async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>)
             }
             let mut count = 0;
             for key in &args[1..] {
-                match engine.execute(CacheOp::Get(key.clone())).await {
+                match engine.execute(CacheOp::Get(owned(key))).await {
                     Ok(OpResult::Read(data)) if data.value.is_some() => count += 1,
                     Ok(_) => {}
                     Err(failure) => {
@@ -277,8 +335,8 @@ async fn execute(engine: &Arc<CacheEngine>, args: Vec<Bytes>, out: &mut Vec<u8>)
                         return false;
                     }
                 }
-                if name.as_slice() == b"DEL"
-                    && let Err(failure) = engine.execute(CacheOp::Delete(key.clone())).await
+                if name == b"DEL"
+                    && let Err(failure) = engine.execute(CacheOp::Delete(owned(key))).await
                 {
                     engine_error(out, failure);
                     return false;
