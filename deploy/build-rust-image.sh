@@ -32,6 +32,9 @@ docker exec "$container" sh -c '
     printf "deb http://deb.debian.org/debian bookworm main\n" >/etc/apt/sources.list
     apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null
     rm -rf /var/lib/apt/lists/*' || die "apt-get in the container failed"
+# The host's trust store, so that cargo trusts what the host trusts (a TLS-inspecting proxy's
+# CA, for one); a user's real Rust image has its own.
+docker cp /etc/ssl/certs/ca-certificates.crt "$container:/etc/ssl/certs/ca-certificates.crt"
 say "copying the host toolchain ($version, $(du -sh "$sysroot" | cut -f1)) to /usr/local/rust"
 docker cp "$sysroot" "$container:/usr/local/rust"
 docker exec "$container" sh -c 'mkdir -p /usr/local/cargo && /usr/local/rust/bin/cargo --version'
