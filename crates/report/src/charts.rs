@@ -39,6 +39,8 @@ impl Series {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Axis {
     Linear,
+    /// Linear, for counts (nodes): only whole numbers get a label.
+    Count,
     /// Base-2 log: client counts and batch sizes.
     Log2,
     /// Base-10 log: latencies spanning decades.
@@ -48,7 +50,7 @@ pub enum Axis {
 impl Axis {
     fn to_plot(self, v: f64) -> f64 {
         match self {
-            Axis::Linear => v,
+            Axis::Linear | Axis::Count => v,
             Axis::Log2 => v.max(f64::MIN_POSITIVE).log2(),
             Axis::Log10 => v.max(f64::MIN_POSITIVE).log10(),
         }
@@ -56,7 +58,8 @@ impl Axis {
 
     fn label(self, v: f64) -> String {
         let data = match self {
-            Axis::Linear => v,
+            Axis::Count if (v - v.round()).abs() > 1e-9 => return String::new(),
+            Axis::Linear | Axis::Count => v,
             Axis::Log2 => 2f64.powf(v),
             Axis::Log10 => 10f64.powf(v),
         };
@@ -67,7 +70,7 @@ impl Axis {
     fn range(self, lo: f64, hi: f64) -> (f64, f64) {
         let (lo, hi) = (self.to_plot(lo), self.to_plot(hi));
         match self {
-            Axis::Linear => {
+            Axis::Linear | Axis::Count => {
                 let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.05).max(1e-9);
                 ((lo - pad).max(0.0).min(lo), hi + pad)
             }
@@ -300,6 +303,13 @@ mod tests {
         let points = cdf(&[3.0, 1.0, 2.0, 2.0]);
         assert_eq!(points.first(), Some(&(1.0, 0.25)));
         assert_eq!(points.last(), Some(&(3.0, 1.0)));
+    }
+
+    #[test]
+    fn a_count_axis_labels_whole_numbers_only() {
+        // A chart of 1 and 3 nodes must not read "1.5 nodes".
+        assert_eq!(Axis::Count.label(1.5), "");
+        assert_eq!(Axis::Count.label(3.0), "3");
     }
 
     #[test]

@@ -999,7 +999,7 @@ impl<'a> Report<'a> {
                     title: "Cache throughput against nodes",
                     x_label: "nodes",
                     y_label: "ops/s",
-                    x_axis: Axis::Linear,
+                    x_axis: Axis::Count,
                     y_axis: Axis::Linear,
                     series: &series,
                     legend: Legend::LowerRight,
