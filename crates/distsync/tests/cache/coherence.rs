@@ -1,6 +1,6 @@
 //! Coherence across real nodes: states, freshness under concurrent readers, capacity pressure.
 
-use super::common::{Cluster, Rng, assert_single_writer};
+use super::common::{Cluster, Interval, Rng, assert_single_writer, check_reads};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,13 +82,6 @@ async fn a_write_on_one_node_is_read_on_every_node_with_consistent_states() {
     assert!(invalidations >= 2, "the upgrade invalidated two sharers");
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Interval {
-    start: Instant,
-    end: Instant,
-    value: u64,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_never_see_a_value_older_than_a_completed_write() {
     // Proves freshness and monotonic reads: one writer per key writes increasing values through
@@ -151,32 +144,7 @@ async fn readers_never_see_a_value_older_than_a_completed_write() {
         reads_by_reader.push(task.await.unwrap());
     }
     let writes = writes.lock().unwrap();
-    let mut checked = 0;
-    for reads in &reads_by_reader {
-        let mut last_seen: BTreeMap<&str, u64> = BTreeMap::new();
-        for (key, read) in reads {
-            let completed_before = writes
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter(|w| w.end < read.start)
-                .map(|w| w.value)
-                .max()
-                .unwrap_or(0);
-            assert!(
-                read.value >= completed_before,
-                "stale read of {key}: {} although {completed_before} completed before it began",
-                read.value
-            );
-            let previous = last_seen.insert(key, read.value).unwrap_or(0);
-            assert!(
-                read.value >= previous,
-                "{key}: saw {previous} then {}",
-                read.value
-            );
-            checked += 1;
-        }
-    }
+    let checked = check_reads(&writes, &reads_by_reader);
     let written: usize = writes.values().map(Vec::len).sum();
     assert!(
         checked > 300 && written > 40,

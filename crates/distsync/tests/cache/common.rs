@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different subset
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -15,6 +16,50 @@ pub mod client;
 pub use client::{CacheClient, CacheClientError};
 
 pub use crate::ports::port;
+
+/// One operation's real-time interval and the value it wrote or read (0: absent).
+#[derive(Clone, Copy, Debug)]
+pub struct Interval {
+    pub start: Instant,
+    pub end: Instant,
+    pub value: u64,
+}
+
+/// Freshness and monotonic reads over a history: no read returns a value older than a write
+/// of its key that completed before the read began, and no reader sees a key's value go back.
+/// Values of a key increase with every write. Returns how many reads were checked.
+pub fn check_reads<K: Ord + std::fmt::Debug>(
+    writes: &BTreeMap<K, Vec<Interval>>,
+    reads_by_reader: &[Vec<(K, Interval)>],
+) -> usize {
+    let mut checked = 0;
+    for reads in reads_by_reader {
+        let mut last_seen: BTreeMap<&K, u64> = BTreeMap::new();
+        for (key, read) in reads {
+            let completed_before = writes
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter(|w| w.end < read.start)
+                .map(|w| w.value)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                read.value >= completed_before,
+                "stale read of {key:?}: {} although {completed_before} completed before it began",
+                read.value
+            );
+            let previous = last_seen.insert(key, read.value).unwrap_or(0);
+            assert!(
+                read.value >= previous,
+                "{key:?}: saw {previous} then {}",
+                read.value
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes.
 pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

@@ -2,7 +2,9 @@
 //! read/write load, take over their share of the ring, and leave again with SIGTERM; the seeds
 //! are never restarted and no reader ever sees a stale value.
 
-use super::common::{CacheClient, CacheClientError, Cluster, RedisProc, Rng, await_view};
+use super::common::{
+    CacheClient, CacheClientError, Cluster, Interval, RedisProc, Rng, await_view, check_reads,
+};
 use distsync_api::ErrorCode;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,13 +14,6 @@ use std::time::{Duration, Instant};
 const SEEDS: [&str; 3] = ["c1", "c2", "c3"];
 const KEYS: usize = 12;
 const FAILURE_TIMEOUT_MS: u64 = 3_000;
-
-#[derive(Clone, Copy, Debug)]
-struct Interval {
-    start: Instant,
-    end: Instant,
-    value: u64,
-}
 
 /// An error a request may meet while views change: 503 `node_unavailable`. Anything else fails
 /// the test.
@@ -215,32 +210,7 @@ async fn nodes_join_and_leave_under_load_without_a_restart_or_a_stale_read() {
         reads_by_reader.push(reader.await.unwrap());
     }
     let writes = std::mem::take(&mut *writes.lock().unwrap());
-    let mut checked = 0;
-    for reads in &reads_by_reader {
-        let mut last_seen: BTreeMap<&str, u64> = BTreeMap::new();
-        for (key, read) in reads {
-            let completed_before = writes
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter(|w| w.end < read.start)
-                .map(|w| w.value)
-                .max()
-                .unwrap_or(0);
-            assert!(
-                read.value >= completed_before,
-                "stale read of {key}: {} although {completed_before} completed before it began",
-                read.value
-            );
-            let previous = last_seen.insert(key, read.value).unwrap_or(0);
-            assert!(
-                read.value >= previous,
-                "{key}: saw {previous} then {}",
-                read.value
-            );
-            checked += 1;
-        }
-    }
+    let checked = check_reads(&writes, &reads_by_reader);
     // Nothing acknowledged was lost by the nodes that left (their Modified lines went back).
     for (key, attempted) in &last_attempt {
         let acked = writes
