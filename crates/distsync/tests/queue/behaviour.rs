@@ -158,6 +158,30 @@ pub async fn produce(
     }
 }
 
+/// `producers` tasks running [`produce`] on `queue`, each publishing `count` messages named
+/// `p{index}-{seq}` in batches of `batch`.
+pub fn spawn_producers(
+    client: &Arc<QueueClient>,
+    queue: &str,
+    producers: usize,
+    count: usize,
+    batch: usize,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..producers)
+        .map(|p| {
+            tokio::spawn(produce(
+                Arc::clone(client),
+                queue.to_string(),
+                format!("p{p}"),
+                count,
+                batch,
+                Arc::clone(ledger),
+            ))
+        })
+        .collect()
+}
+
 /// Receives and acks until every acknowledged publish was delivered (and `done` says the
 /// producers finished), retrying failed calls; gives up after `limit`.
 pub async fn consume_until_drained(
@@ -225,18 +249,7 @@ async fn four_producers_and_four_consumers_lose_nothing(backend: Backend) {
             ))
         })
         .collect();
-    let producers: Vec<_> = (0..4)
-        .map(|p| {
-            tokio::spawn(produce(
-                client.clone(),
-                "load".into(),
-                format!("p{p}"),
-                10_000,
-                100,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&client, "load", 4, 10_000, 100, &ledger);
     for producer in producers {
         producer.await.expect("producer task");
     }

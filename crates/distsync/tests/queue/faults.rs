@@ -1,6 +1,8 @@
 //! Fault scenarios: SIGKILL of a Redis shard, of a queue node, and of the embedded node.
 
-use crate::behaviour::{Ledger, consume_until_drained, message, produce, receive_request};
+use crate::behaviour::{
+    Ledger, consume_until_drained, message, produce, receive_request, spawn_producers,
+};
 use crate::common::{Backend, Cluster, NodeProc, QueueClient, RedisProc};
 use crate::link::{Link, LinkState};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,18 +25,7 @@ async fn redis_shard_sigkill_during_publishing_loses_no_acknowledged_message() {
     let mut cluster = Cluster::start(Backend::Redis, 2, 1, &[]);
     let client = Arc::new(cluster.client());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            tokio::spawn(produce(
-                client.clone(),
-                "durable".into(),
-                format!("p{p}"),
-                3_000,
-                10,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&client, "durable", 2, 3_000, 10, &ledger);
     wait_acknowledged(&ledger, 1_000).await;
     cluster.redis[0].kill();
     // While r1 is down: a key on r1 is refused with 503, a key on r2 is accepted.
@@ -113,18 +104,7 @@ async fn redis_shard_paused_with_sigstop_loses_nothing_and_drains_after_sigcont(
     let cluster = Cluster::start(Backend::Redis, 2, 1, &[]);
     let client = Arc::new(cluster.client());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            tokio::spawn(produce(
-                client.clone(),
-                "paused".into(),
-                format!("p{p}"),
-                2_000,
-                10,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&client, "paused", 2, 2_000, 10, &ledger);
     wait_acknowledged(&ledger, 500).await;
     cluster.redis[0].signal("STOP");
     let paused_at = Instant::now();
@@ -294,18 +274,7 @@ async fn embedded_node_sigkill_and_restart_loses_no_acknowledged_message() {
         .await
         .expect("receive");
     assert!(!pending.messages.is_empty());
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            tokio::spawn(produce(
-                client.clone(),
-                "crash".into(),
-                format!("p{p}"),
-                2_000,
-                10,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&client, "crash", 2, 2_000, 10, &ledger);
     wait_acknowledged(&ledger, 1_000).await;
     cluster.nodes[0].kill();
     tokio::time::sleep(Duration::from_millis(200)).await; // producers see the node gone
@@ -408,18 +377,7 @@ async fn queue_node_blackholed_from_a_shard_acknowledges_nothing_it_cannot_make_
     let key_on_r2 = key_on_shard(&client, &ring_url, "probe", "r2").await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            tokio::spawn(produce(
-                client.clone(),
-                "blackholed".into(),
-                format!("p{p}"),
-                2_000,
-                10,
-                ledger.clone(),
-            ))
-        })
-        .collect();
+    let producers = spawn_producers(&client, "blackholed", 2, 2_000, 10, &ledger);
     wait_acknowledged(&ledger, 500).await;
     link.set(LinkState::Blackhole).await;
     let blackholed_at = Instant::now();
