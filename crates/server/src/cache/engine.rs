@@ -531,7 +531,6 @@ impl CacheEngine {
     /// Suspects silent nodes, issues a view when this node coordinates and the view is not
     /// what it sees, and gossips the current view every gossip interval.
     fn run_failure_detector(self: &Arc<Self>, now: Instant) {
-        self.forget_departed(now);
         let proposal = {
             let detector = lock(&self.detector);
             detector.proposal(&self.membership.current(), now)
@@ -552,6 +551,8 @@ impl CacheEngine {
         if gossip_now || due {
             *last = Some(now);
             drop(last);
+            // Once per gossip round, not every tick: departures are judged in failure timeouts.
+            self.forget_departed(now);
             self.gossip(None);
         }
     }
