@@ -14,6 +14,12 @@ mod up;
 use clap::Parser;
 use cli::{Cli, Command};
 
+// Every request of every service allocates (JSON bodies, Redis replies, Raft batches), and on
+// the queue's publish path glibc's malloc and free took a quarter of the node's CPU; mimalloc's
+// per-thread free lists cut that without touching the code that allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     // Flags override the environment, which overrides `.env`: load `.env` before parsing.
     dotenvy::dotenv().ok();

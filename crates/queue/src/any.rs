@@ -4,6 +4,7 @@
 use crate::backend::{
     BackendError, DeadLetter, Delivery, NewEntry, StreamBackend, StreamId, StreamInfo,
 };
+use crate::config::QueueConfig;
 use crate::embedded::FileStreams;
 #[cfg(feature = "redis")]
 use crate::redis_streams::RedisStreams;
@@ -94,21 +95,19 @@ impl AnyBackend {
     /// # Errors
     ///
     /// A bad URL or an unreadable directory.
-    pub fn open(target: &ShardTarget, response_timeout: Duration) -> Result<Self, BackendError> {
+    pub fn open(target: &ShardTarget, config: &QueueConfig) -> Result<Self, BackendError> {
         match target {
             #[cfg(feature = "redis")]
             ShardTarget::Redis(url) => Ok(AnyBackend::Redis(RedisStreams::connect(
                 url,
-                response_timeout,
+                config.shard_response_timeout,
+                config.shard_connections,
             )?)),
             #[cfg(not(feature = "redis"))]
             ShardTarget::Redis(url) => Err(BackendError::Other(format!(
                 "{url}: built without the redis feature"
             ))),
-            ShardTarget::Embedded(dir) => {
-                let _ = response_timeout;
-                Ok(AnyBackend::Embedded(FileStreams::open(dir)?))
-            }
+            ShardTarget::Embedded(dir) => Ok(AnyBackend::Embedded(FileStreams::open(dir)?)),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct QueueConfig {
     pub poll_interval_max: Duration,
     /// How long a shard may take to answer one command before it counts as unavailable.
     pub shard_response_timeout: Duration,
+    /// Multiplexed connections per Redis shard for non-blocking commands (see `RedisStreams`).
+    pub shard_connections: usize,
     /// How often a node trims entries every group has acknowledged (MINID); zero disables.
     pub trim_interval: Duration,
 }
@@ -46,6 +48,7 @@ impl Default for QueueConfig {
             nack_delay_ms_max: 15 * 60 * 1000,
             poll_interval_max: Duration::from_millis(500),
             shard_response_timeout: Duration::from_secs(3),
+            shard_connections: 4,
             trim_interval: Duration::from_secs(30),
         }
     }
@@ -101,6 +104,10 @@ impl QueueConfig {
         check(
             !self.shard_response_timeout.is_zero(),
             "shard_response_timeout must be positive",
+        )?;
+        check(
+            (1..=64).contains(&self.shard_connections),
+            "shard_connections must be 1..=64",
         )
     }
 }

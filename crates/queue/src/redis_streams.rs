@@ -18,6 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Idle-time value that makes a released entry claimable by any `claim_idle` (31 years).
@@ -46,11 +47,19 @@ return out
 /// Idle dedicated connections kept per shard for blocking waits.
 const WAIT_CONNECTIONS_IDLE_MAX: usize = 32;
 
-/// A Redis server holding streams. One [`ConnectionManager`] (multiplexed, reconnecting) serves
-/// every non-blocking command; blocking waits use dedicated connections from a small pool.
+/// A Redis server holding streams. A few [`ConnectionManager`]s (multiplexed, reconnecting),
+/// taken in turn, serve every non-blocking command; blocking waits use dedicated connections
+/// from a small pool.
+///
+/// Why more than one multiplexed connection: with `appendfsync always` Redis fsyncs once per
+/// event-loop iteration, and an iteration reads at most one buffer (16 KiB) from each client.
+/// Over a single connection every concurrent publish shares that one buffer, so a batch of a
+/// hundred `XADD`s needs two fsyncs and the shard is fsync-bound far below its ceiling; with
+/// several connections one iteration takes a buffer from each and one fsync covers them all.
 pub struct RedisStreams {
     client: Client,
-    manager: ConnectionManager,
+    managers: Box<[ConnectionManager]>,
+    next_manager: AtomicUsize,
     waiters: Mutex<Vec<MultiplexedConnection>>,
     response_timeout: Duration,
 }
@@ -68,12 +77,17 @@ impl RedisStreams {
     /// that is down at start makes only its partitions unavailable.
     ///
     /// `response_timeout` bounds every command (an fsync-always `XADD` included); past it the
-    /// shard counts as unavailable for that request.
+    /// shard counts as unavailable for that request. `connections` multiplexed connections
+    /// (at least one) carry the non-blocking commands.
     ///
     /// # Errors
     ///
     /// The URL does not parse.
-    pub fn connect(url: &str, response_timeout: Duration) -> Result<Self, BackendError> {
+    pub fn connect(
+        url: &str,
+        response_timeout: Duration,
+        connections: usize,
+    ) -> Result<Self, BackendError> {
         let client = Client::open(url).map_err(|e| BackendError::Other(format!("{url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -81,23 +95,36 @@ impl RedisStreams {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(classify)?;
+        let managers = (0..connections.max(1))
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .map_err(classify)
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
         Ok(RedisStreams {
             client,
-            manager,
+            managers,
+            next_manager: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             response_timeout,
         })
     }
 
+    /// The next command connection in turn. A command's replies come back on the connection
+    /// it went out on, and commands of one request are awaited one after another, so spreading
+    /// requests over connections reorders nothing a caller waited for.
+    fn command_connection(&self) -> ConnectionManager {
+        let turn = self.next_manager.fetch_add(1, Ordering::Relaxed);
+        self.managers[turn % self.managers.len()].clone()
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, BackendError> {
-        let mut conn = self.manager.clone();
+        let mut conn = self.command_connection();
         cmd.query_async::<Value>(&mut conn).await.map_err(classify)
     }
 
     async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, BackendError> {
-        let mut conn = self.manager.clone();
+        let mut conn = self.command_connection();
         pipe.query_async::<Vec<Value>>(&mut conn)
             .await
             .map_err(classify)

@@ -180,7 +180,7 @@ impl QueueService {
         let shards = specs
             .iter()
             .map(|spec| {
-                AnyBackend::open(&spec.target, config.shard_response_timeout)
+                AnyBackend::open(&spec.target, &config)
                     .map(|backend| Shard {
                         name: spec.name.clone(),
                         backend,

@@ -30,6 +30,10 @@ pub struct QueueServeArgs {
     /// How long a shard may take to answer before its partitions answer 503.
     #[arg(long, env = "DISTSYNC_QUEUE_SHARD_TIMEOUT_MS", default_value_t = 3_000)]
     pub shard_timeout_ms: u64,
+    /// Connections per Redis shard for non-blocking commands: with `appendfsync always` one
+    /// fsync covers what every connection sent, so several connections batch more per fsync.
+    #[arg(long, env = "DISTSYNC_QUEUE_SHARD_CONNECTIONS", default_value_t = 4)]
+    pub shard_connections: usize,
     /// How often to trim entries every group has acknowledged (MINID trimming; 0 = never).
     #[arg(
         long,
@@ -48,6 +52,7 @@ impl QueueServeArgs {
             max_deliveries: self.max_deliveries,
             body_bytes_max: self.body_bytes_max,
             shard_response_timeout: Duration::from_millis(self.shard_timeout_ms),
+            shard_connections: self.shard_connections,
             trim_interval: Duration::from_millis(self.trim_interval_ms),
             ..QueueConfig::default()
         }
