@@ -1,7 +1,7 @@
 //! The behavioural suite, run against both backends: each scenario is one async fn taking the
 //! backend, instantiated twice by `both_backends!`.
 
-use crate::common::{Backend, Cluster, QueueClient};
+use crate::common::{Backend, ClientError, Cluster, QueueClient};
 use distsync_api::{PublishMessage, ReceiveRequest, ReceivedMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,8 @@ pub struct Ledger {
     pub acknowledged: HashSet<String>,
     pub attempted: HashSet<String>,
     pub deliveries: HashMap<String, u32>,
+    /// Errors the client handed back (after its own failover) that the caller then retried.
+    pub retried: Vec<ClientError>,
 }
 
 impl Ledger {
@@ -92,14 +94,15 @@ impl Ledger {
             .filter(|b| !self.acknowledged.contains(*b))
             .count();
         println!(
-            "{label}: acknowledged={} attempted={} delivered_unique={} duplicates={} recovered_unacknowledged={} lost={} unexpected={}",
+            "{label}: acknowledged={} attempted={} delivered_unique={} duplicates={} recovered_unacknowledged={} lost={} unexpected={} retried_client_errors={}",
             self.acknowledged.len(),
             self.attempted.len(),
             self.deliveries.len(),
             self.duplicates(),
             recovered,
             lost.len(),
-            unexpected.len()
+            unexpected.len(),
+            self.retried.len()
         );
         assert!(
             lost.is_empty(),
@@ -150,6 +153,7 @@ pub async fn produce(
                 }
                 Err(error) => {
                     assert!(Instant::now() < deadline, "publish kept failing: {error}");
+                    ledger.lock().expect("ledger lock").retried.push(error);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -182,6 +186,45 @@ pub fn spawn_producers(
         .collect()
 }
 
+/// `producers` tasks publishing chunks of `chunk` messages (named `{prefix}{index}-{chunk}-{seq}`,
+/// batches of 10) until `stop` is set, so the load lasts as long as a fault schedule however
+/// fast the machine is; at most `chunks_max` chunks each.
+#[allow(clippy::too_many_arguments)] // the scenario's knobs, named at each call site
+pub fn spawn_producers_until(
+    client: &Arc<QueueClient>,
+    queue: &str,
+    prefix: &str,
+    producers: usize,
+    chunk: usize,
+    chunks_max: usize,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..producers)
+        .map(|p| {
+            let (client, ledger, stop) = (client.clone(), ledger.clone(), stop.clone());
+            let (queue, prefix) = (queue.to_owned(), format!("{prefix}{p}"));
+            tokio::spawn(async move {
+                for n in 0..chunks_max {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let prefix = format!("{prefix}-{n}");
+                    produce(
+                        client.clone(),
+                        queue.clone(),
+                        prefix,
+                        chunk,
+                        10,
+                        ledger.clone(),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect()
+}
+
 /// Receives and acks until every acknowledged publish was delivered (and `done` says the
 /// producers finished), retrying failed calls; gives up after `limit`.
 pub async fn consume_until_drained(
@@ -204,9 +247,13 @@ pub async fn consume_until_drained(
         if Instant::now() > deadline {
             return;
         }
-        let Ok(response) = client.receive(&queue, &request).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
+        let response = match client.receive(&queue, &request).await {
+            Ok(response) => response,
+            Err(error) => {
+                ledger.lock().expect("ledger lock").retried.push(error);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let receipts: Vec<String> = response
             .messages
@@ -216,7 +263,9 @@ pub async fn consume_until_drained(
         record(&ledger, &response.messages);
         if !receipts.is_empty() {
             // A failed ack only means a redelivery later: the message was recorded.
-            let _ = client.ack(&queue, "workers", receipts).await;
+            if let Err(error) = client.ack(&queue, "workers", receipts).await {
+                ledger.lock().expect("ledger lock").retried.push(error);
+            }
         }
     }
 }
@@ -226,6 +275,25 @@ pub fn record(ledger: &Mutex<Ledger>, messages: &[ReceivedMessage]) {
     for m in messages {
         *ledger.deliveries.entry(m.body.clone()).or_default() += 1;
     }
+}
+
+#[test]
+fn ledger_reports_an_acknowledged_message_nobody_received_as_lost() {
+    // Proves the checker can fail: one acknowledged message missing from the deliveries is
+    // reported lost (and `check` panics on it); one delivered twice counts one duplicate.
+    let mut ledger = Ledger::default();
+    for body in ["a", "b", "c"] {
+        ledger.attempted.insert(body.into());
+        ledger.acknowledged.insert(body.into());
+    }
+    ledger.deliveries.insert("a".into(), 2);
+    ledger.deliveries.insert("c".into(), 1);
+    assert_eq!(ledger.lost(), vec!["b".to_owned()]);
+    assert_eq!(ledger.duplicates(), 1);
+    let panicked = std::panic::catch_unwind(|| ledger.check("negative control")).is_err();
+    assert!(panicked, "check accepted a lost message");
+    ledger.deliveries.insert("b".into(), 1);
+    ledger.check("healed control");
 }
 
 both_backends!(four_producers_and_four_consumers_lose_nothing);

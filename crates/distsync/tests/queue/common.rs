@@ -103,6 +103,74 @@ impl RedisProc {
         assert!(self.child.is_none(), "restart of a running redis");
         self.spawn();
     }
+
+    /// Runs one command on a fresh connection, for checks that need Redis's own view (the
+    /// pending list of one consumer) rather than what the queue service reports.
+    pub fn command(&self, args: &[&str]) -> Resp {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .expect("sending a redis command");
+        read_resp(&mut BufReader::new(stream))
+    }
+}
+
+/// A Redis reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<String>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    pub fn items(&self) -> &[Resp] {
+        match self {
+            Resp::Array(Some(items)) => items,
+            _ => &[],
+        }
+    }
+
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Resp::Simple(s) | Resp::Bulk(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn read_resp(reader: &mut impl BufRead) -> Resp {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reading a redis reply");
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1);
+    let number = || rest.parse::<i64>().expect("a RESP length or integer");
+    match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Integer(number()),
+        "$" if number() < 0 => Resp::Bulk(None),
+        "$" => {
+            let mut bytes = vec![0u8; number() as usize + 2];
+            reader
+                .read_exact(&mut bytes)
+                .expect("reading a bulk string");
+            bytes.truncate(bytes.len() - 2);
+            Resp::Bulk(Some(String::from_utf8(bytes).expect("UTF-8 bulk string")))
+        }
+        "*" if number() < 0 => Resp::Array(None),
+        "*" => Resp::Array(Some((0..number()).map(|_| read_resp(reader)).collect())),
+        _ => panic!("not a RESP reply: {line:?}"),
+    }
 }
 
 impl Drop for RedisProc {
@@ -188,6 +256,35 @@ impl NodeProc {
         let addr = self.addr.clone();
         self.spawn(&addr);
     }
+
+    /// SIGTERM, then waits (at most 30 s) for a clean exit: the node stops accepting and
+    /// finishes the requests it has, long-polls included.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "SIGTERM {}", self.addr);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let exit = loop {
+                if let Some(exit) = child.try_wait().expect("polling the node") {
+                    break exit;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{} did not exit within 30 s of SIGTERM", self.addr);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            assert!(
+                exit.success(),
+                "{} exited with {exit} after SIGTERM",
+                self.addr
+            );
+        }
+    }
 }
 
 impl Drop for NodeProc {
@@ -266,5 +363,198 @@ impl Cluster {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.nodes[0].addr)
+    }
+
+    /// The Redis server behind the shard the nodes call `shard` (e.g. "r1").
+    pub fn redis_for(&self, shard: &str) -> &RedisProc {
+        let url = self
+            .shards
+            .split(',')
+            .find_map(|spec| spec.strip_prefix(&format!("{shard}=")))
+            .unwrap_or_else(|| panic!("no shard {shard} in {}", self.shards));
+        self.redis
+            .iter()
+            .find(|r| r.url() == url)
+            .unwrap_or_else(|| panic!("{shard} is not a Redis shard of this cluster"))
+    }
+}
+
+/// `GET /v1/ring` of the node at `addr`: the partition → shard placement it computes.
+pub async fn ring(addr: &str) -> distsync_api::RingView {
+    reqwest::get(format!("http://{addr}/v1/ring"))
+        .await
+        .expect("GET /v1/ring")
+        .json()
+        .await
+        .expect("ring JSON")
+}
+
+/// A counter or gauge from the `/metrics` of the node at `addr` (0 while it is absent).
+pub async fn metric(addr: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One JSON line a consumer process printed, stamped when the test read it.
+#[derive(Debug, Clone)]
+pub struct Printed {
+    pub at: Instant,
+    pub consumer: String,
+    /// Which start of that consumer printed it (0 for the first).
+    pub incarnation: usize,
+    pub message: distsync_api::ReceivedMessage,
+}
+
+/// What every consumer process of a test printed, in the order the test read it.
+#[derive(Debug, Default)]
+pub struct PrintLog {
+    pub lines: Vec<Printed>,
+    /// Lines that were not a message (a kill cannot cut a line short, so these are bugs).
+    pub garbled: Vec<String>,
+}
+
+/// A `distsync queue consume --follow --ack` child: prints each message as a JSON line, then
+/// acks it. A reader thread moves the lines into the shared [`PrintLog`] as they come.
+pub struct ConsumerProc {
+    pub name: String,
+    pub incarnation: usize,
+    args: Vec<String>,
+    log: std::sync::Arc<std::sync::Mutex<PrintLog>>,
+    child: Option<Child>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// One signal per line the running incarnation printed.
+    printed_lines: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl ConsumerProc {
+    /// Starts `distsync queue consume queue --group group --consumer name --ack --follow`
+    /// against `nodes` with `flags` (e.g. `--max`, `--visibility-ms`).
+    pub fn start(
+        nodes: &[String],
+        queue: &str,
+        group: &str,
+        name: &str,
+        flags: &[&str],
+        log: &std::sync::Arc<std::sync::Mutex<PrintLog>>,
+    ) -> ConsumerProc {
+        let mut args: Vec<String> = vec![
+            "queue".into(),
+            "--addr".into(),
+            nodes.join(","),
+            "consume".into(),
+            queue.into(),
+            "--group".into(),
+            group.into(),
+            "--consumer".into(),
+            name.into(),
+            "--ack".into(),
+            "--follow".into(),
+        ];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let mut consumer = ConsumerProc {
+            name: name.to_owned(),
+            incarnation: 0,
+            args,
+            log: log.clone(),
+            child: None,
+            reader: None,
+            printed_lines: None,
+        };
+        consumer.spawn();
+        consumer
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distsync"))
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting distsync queue consume");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (log, consumer, incarnation) = (self.log.clone(), self.name.clone(), self.incarnation);
+        let (printed, printed_lines) = std::sync::mpsc::channel();
+        self.printed_lines = Some(printed_lines);
+        self.reader = Some(std::thread::spawn(move || {
+            // Ends at EOF, i.e. when the process is gone.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let at = Instant::now();
+                let mut log = log.lock().expect("print log lock");
+                match serde_json::from_str(&line) {
+                    Ok(message) => log.lines.push(Printed {
+                        at,
+                        consumer: consumer.clone(),
+                        incarnation,
+                        message,
+                    }),
+                    Err(_) => log.garbled.push(line),
+                }
+                let _ = printed.send(()); // nobody may be listening
+            }
+        }));
+        self.child = Some(child);
+    }
+
+    /// Lines this incarnation printed so far.
+    pub fn printed(&self) -> usize {
+        let log = self.log.lock().expect("print log lock");
+        log.lines
+            .iter()
+            .filter(|p| p.consumer == self.name && p.incarnation == self.incarnation)
+            .count()
+    }
+
+    /// Whether the process is still running (a consumer exits on its own only on an error).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("polling a consumer").is_none())
+    }
+
+    /// SIGKILL: whatever it received and did not ack stays pending under its name. Returns
+    /// once every line it printed is in the log, with the moment of the signal.
+    pub fn kill(&mut self) -> Instant {
+        let at = Instant::now();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // it may have exited on its own; `running` reports that
+            child.wait().expect("reaping a consumer");
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("consumer reader thread");
+        }
+        at
+    }
+
+    /// SIGKILLs the consumer right after it prints its next line, i.e. while it holds
+    /// messages it received and has not acked yet (it acks a batch after printing it all).
+    /// Waits at most `limit` for that line, then kills anyway; returns whether the line came.
+    /// Blocks the thread: call it from `block_in_place`.
+    pub fn kill_after_next_line(&mut self, limit: Duration) -> (bool, Instant) {
+        let printed = self.printed_lines.take().expect("a running consumer");
+        while printed.try_recv().is_ok() {} // lines from before the call do not count
+        let caught = printed.recv_timeout(limit).is_ok();
+        (caught, self.kill())
+    }
+
+    /// Starts again under the same consumer name.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running consumer");
+        self.incarnation += 1;
+        self.spawn();
+    }
+}
+
+impl Drop for ConsumerProc {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

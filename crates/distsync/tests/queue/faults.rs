@@ -1,7 +1,7 @@
 //! Fault scenarios: SIGKILL of a Redis shard, of a queue node, and of the embedded node.
 
 use crate::behaviour::{
-    Ledger, consume_until_drained, message, produce, receive_request, spawn_producers,
+    Ledger, consume_until_drained, message, receive_request, spawn_producers, spawn_producers_until,
 };
 use crate::common::{Backend, Cluster, NodeProc, QueueClient, RedisProc};
 use crate::link::{Link, LinkState};
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-async fn wait_acknowledged(ledger: &Mutex<Ledger>, n: usize) {
+pub async fn wait_acknowledged(ledger: &Mutex<Ledger>, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ledger.lock().expect("ledger lock").acknowledged.len() < n {
         assert!(Instant::now() < deadline, "producers stalled");
@@ -193,27 +193,16 @@ async fn queue_nodes_sigkilled_again_and_again_lose_nothing() {
         .collect();
     // Producers publish until the last restart, however fast this machine is.
     let stop_producing = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = (0..2)
-        .map(|p| {
-            let (client, ledger, stop) = (client.clone(), ledger.clone(), stop_producing.clone());
-            tokio::spawn(async move {
-                let mut chunk = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let prefix = format!("p{p}-{chunk}");
-                    produce(
-                        client.clone(),
-                        "failover".into(),
-                        prefix,
-                        200,
-                        10,
-                        ledger.clone(),
-                    )
-                    .await;
-                    chunk += 1;
-                }
-            })
-        })
-        .collect();
+    let producers = spawn_producers_until(
+        &client,
+        "failover",
+        "p",
+        2,
+        200,
+        1_000,
+        &stop_producing,
+        &ledger,
+    );
     const KILLS: usize = 6;
     for kill in 0..KILLS {
         // Each round starts once the producers made progress through the healed cluster.

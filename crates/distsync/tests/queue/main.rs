@@ -2,11 +2,13 @@
 //! `redis-server` processes (or the embedded backend), on loopback ports.
 //!
 //! The behavioural suite (`behaviour`) runs against both backends; `faults` kills Redis shards
-//! and queue nodes with SIGKILL. Every check that "nothing was lost" is a total-queue check:
+//! and queue nodes with SIGKILL; `consumers` kills consumer processes; `ring` changes the
+//! shards and the queue nodes. Every check that "nothing was lost" is a total-queue check:
 //! lost = acknowledged publishes never delivered must be empty; duplicates are reported.
 
 mod behaviour;
 mod common;
+mod consumers;
 mod faults;
 #[path = "../support/link.rs"]
 mod link;

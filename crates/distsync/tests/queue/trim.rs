@@ -2,30 +2,18 @@
 //! pending or undelivered entry; there is no length cap to overrun).
 
 use crate::behaviour::{Ledger, message, receive_request, record};
-use crate::common::{Backend, Cluster, QueueClient};
+use crate::common::{Backend, Cluster, QueueClient, metric};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const QUEUE: &str = "trimmed";
 
-async fn metric(cluster: &Cluster, name: &str) -> u64 {
-    let text = reqwest::get(cluster.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until the node has completed `passes` more trim passes than now.
 async fn await_trim_passes(cluster: &Cluster, passes: u64) {
     let name = "distsync_queue_trim_runs_total";
-    let target = metric(cluster, name).await + passes;
+    let target = metric(&cluster.nodes[0].addr, name).await + passes;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(cluster, name).await < target {
+    while metric(&cluster.nodes[0].addr, name).await < target {
         assert!(Instant::now() < deadline, "the trimmer stopped running");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -155,7 +143,11 @@ async fn trimming_never_removes_what_a_group_still_needs() {
     }
     // The pass that emptied the streams is counted when it ends.
     await_trim_passes(&cluster, 1).await;
-    let trimmed = metric(&cluster, "distsync_queue_trimmed_entries_total").await;
+    let trimmed = metric(
+        &cluster.nodes[0].addr,
+        "distsync_queue_trimmed_entries_total",
+    )
+    .await;
     assert!(
         trimmed >= 2_000,
         "only {trimmed} entries counted as trimmed"
