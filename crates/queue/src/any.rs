@@ -144,6 +144,15 @@ impl StreamBackend for AnyBackend {
     ) -> Result<Vec<Delivery>, BackendError> {
         delegate!(self, b => b.read_new(stream, group, consumer, count))
     }
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        delegate!(self, b => b.read_own_pending(stream, group, consumer, count))
+    }
     async fn claim_idle(
         &self,
         stream: &str,

@@ -147,7 +147,9 @@ pub enum BackendError {
 ///   published before the first receive are delivered.
 /// - `read_new` delivers entries never delivered to the group (delivery count 1) and records
 ///   them as pending for `consumer`; `claim_idle` takes over pending entries idle for at least
-///   `min_idle`, from any consumer, and increments their delivery count.
+///   `min_idle`, from any consumer, and increments their delivery count; `read_own_pending`
+///   delivers again the entries pending for one consumer, whatever their idle time, also
+///   incrementing their count and resetting their idle time.
 /// - Nothing unacknowledged is ever removed: `trim_acknowledged` removes only entries every group
 ///   has acknowledged (MINID semantics), and dead-lettering moves an entry atomically.
 pub trait StreamBackend: Send + Sync + 'static {
@@ -170,6 +172,20 @@ pub trait StreamBackend: Send + Sync + 'static {
 
     /// Delivers up to `count` entries never delivered to `group`, to `consumer`.
     fn read_new(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, BackendError>> + Send;
+
+    /// Delivers again to `consumer` up to `count` of the entries pending for it in `group`,
+    /// oldest first, however recently they were delivered (Redis: `XREADGROUP GROUP group
+    /// consumer COUNT count STREAMS stream 0`, which reads the consumer's own pending list).
+    /// Each returned delivery's count is incremented and its idle time reset, as a claim by its
+    /// owner would; entries pending for other consumers are untouched. An entry pending but no
+    /// longer in the stream is neither returned nor counted (Redis does the same).
+    fn read_own_pending(
         &self,
         stream: &str,
         group: &str,

@@ -1,7 +1,9 @@
 //! [`RedisStreams`]: a shard that is one Redis server; each partition is a Redis stream.
 //!
 //! Command map: append = pipelined `XADD` (no `MAXLEN`: trimming is separate and MINID-based);
-//! group = `XGROUP CREATE … 0 MKSTREAM`; new = `XREADGROUP … >`; claim = `XPENDING … IDLE` then
+//! group = `XGROUP CREATE … 0 MKSTREAM`; new = `XREADGROUP … >`; own pending = `MULTI
+//! XREADGROUP … 0` + `XPENDING … consumer` `EXEC` (the read increments the counts, the listing
+//! reports them); claim = `XPENDING … IDLE` then
 //! `XCLAIM` (which increments the delivery counter); ack = `XACK`; release = `XCLAIM … IDLE
 //! <huge> JUSTID` to the same owner (no counter increment); dead-letter = `MULTI XADD XACK
 //! EXEC`; trim = `XTRIM … MINID` below every group's first pending or undelivered entry; wait
@@ -163,7 +165,15 @@ impl RedisStreams {
 /// Sorts a Redis error into "cannot reach the shard" versus "the shard said no".
 fn classify(error: RedisError) -> BackendError {
     let code = error.code().unwrap_or_default();
-    if code == "NOGROUP" {
+    // A failed command inside a transaction (MULTI … EXEC) comes back as a list of the server
+    // errors, whose own codes `code()` does not report.
+    let no_group_in_transaction = || {
+        error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOGROUP"))
+    };
+    if code == "NOGROUP" || no_group_in_transaction() {
         BackendError::NoGroup
     } else if error.is_io_error()
         || error.is_timeout()
@@ -439,6 +449,61 @@ impl StreamBackend for RedisStreams {
                 id,
                 entry: entry_from_fields(&fields),
                 delivery_count: 1,
+            })
+            .collect())
+    }
+
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        // Reading from ID 0 returns the consumer's pending entries (not new ones), increments
+        // their delivery counters and resets their idle times, but the reply carries no count:
+        // XPENDING over the same range of the same list, in the same transaction, reports the
+        // counts just incremented.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg("0")
+            .cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .arg(consumer);
+        let replies = self.query_pipe(&pipe).await?;
+        let [read, pending] = replies.as_slice() else {
+            return Err(BackendError::Other(format!(
+                "own-pending transaction reply: {replies:?}"
+            )));
+        };
+        let items = as_array(pending).ok_or_else(|| bad_reply("XPENDING", pending))?;
+        let mut counts = HashMap::with_capacity(items.len());
+        for item in items {
+            let fields = as_array(item).ok_or_else(|| bad_reply("XPENDING entry", item))?;
+            let [id, _owner, _idle, delivered] = fields else {
+                return Err(bad_reply("XPENDING entry", item));
+            };
+            counts.insert(as_id(id)?, as_u64(delivered).unwrap_or(0));
+        }
+        // Entries deleted from the stream come back with nil fields and uncounted: skipped.
+        Ok(parse_read_reply(read)?
+            .into_iter()
+            .map(|(id, fields)| Delivery {
+                id,
+                entry: entry_from_fields(&fields),
+                delivery_count: counts.get(&id).copied().unwrap_or(2),
             })
             .collect())
     }

@@ -1,7 +1,9 @@
 //! The `StreamBackend` contract, checked against both implementations: the embedded
 //! `FileStreams` and `RedisStreams` over a real `redis-server` started here (AOF, fsync always).
 
-use distsync_queue::{FileStreams, NewEntry, RedisStreams, StreamBackend, StreamId};
+use distsync_queue::{
+    BackendError, Delivery, FileStreams, NewEntry, RedisStreams, StreamBackend, StreamId,
+};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -167,6 +169,100 @@ async fn claims_count_deliveries_and_release_makes_entries_claimable(backend: &i
     assert_eq!(backend.ack(s, "g", &ids).await.expect("ack"), 1);
 }
 
+async fn own_pending_entries_are_redelivered_to_their_consumer_only_and_counted(
+    backend: &impl StreamBackend,
+) {
+    let s = "dsq:own:p0";
+    let missing = backend.read_own_pending(s, "g", "c1", 10).await;
+    assert!(
+        matches!(missing, Err(BackendError::NoGroup)),
+        "no group: {missing:?}"
+    );
+    let ids = append(backend, s, 6).await;
+    backend.ensure_group(s, "g").await.expect("group");
+    assert_eq!(
+        backend.read_new(s, "g", "c1", 3).await.expect("c1").len(),
+        3
+    );
+    assert_eq!(
+        backend.read_new(s, "g", "c2", 2).await.expect("c2").len(),
+        2
+    );
+    let ids_and_counts = |d: Vec<Delivery>| {
+        d.iter()
+            .map(|d| (d.id, d.delivery_count))
+            .collect::<Vec<_>>()
+    };
+    // Just delivered (idle ~0), still handed back to their owner, oldest first, counted.
+    let own = backend
+        .read_own_pending(s, "g", "c1", 10)
+        .await
+        .expect("own c1");
+    assert_eq!(own[0].entry.body, "m0");
+    assert_eq!(
+        ids_and_counts(own),
+        vec![(ids[0], 2), (ids[1], 2), (ids[2], 2)]
+    );
+    // `count` takes the oldest; another consumer's list is its own; an unknown consumer has none.
+    let own = backend
+        .read_own_pending(s, "g", "c1", 2)
+        .await
+        .expect("own c1 again");
+    assert_eq!(ids_and_counts(own), vec![(ids[0], 3), (ids[1], 3)]);
+    let own = backend
+        .read_own_pending(s, "g", "c2", 10)
+        .await
+        .expect("own c2");
+    assert_eq!(ids_and_counts(own), vec![(ids[3], 2), (ids[4], 2)]);
+    assert!(
+        backend
+            .read_own_pending(s, "g", "c3", 10)
+            .await
+            .expect("own c3")
+            .is_empty()
+    );
+    // Own pending entries are not new, and the never-delivered one is not anybody's.
+    let fresh = backend.read_new(s, "g", "c1", 10).await.expect("new");
+    assert_eq!(ids_and_counts(fresh), vec![(ids[5], 1)]);
+    // The read resets the idle time: a released entry read back by its owner is no longer
+    // claimable by others.
+    backend.release(s, "g", &ids[..1]).await.expect("release");
+    let own = backend
+        .read_own_pending(s, "g", "c1", 1)
+        .await
+        .expect("own after release");
+    assert_eq!(ids_and_counts(own), vec![(ids[0], 4)]);
+    let claimed = backend
+        .claim_idle(s, "g", "c3", Duration::from_secs(60), 10)
+        .await
+        .expect("claim");
+    assert!(claimed.is_empty(), "claimed {claimed:?}");
+    // Claims continue the count the own-pending reads incremented, and move ownership.
+    backend
+        .release(s, "g", &ids[3..4])
+        .await
+        .expect("release c2's");
+    let claimed = backend
+        .claim_idle(s, "g", "c3", Duration::from_secs(60), 10)
+        .await
+        .expect("claim c2's");
+    assert_eq!(ids_and_counts(claimed), vec![(ids[3], 3)]);
+    let own = backend
+        .read_own_pending(s, "g", "c2", 10)
+        .await
+        .expect("own c2 after claim");
+    assert_eq!(ids_and_counts(own), vec![(ids[4], 3)]);
+    // Acknowledged entries are no longer pending for anyone.
+    assert_eq!(backend.ack(s, "g", &ids[..3]).await.expect("ack"), 3);
+    let own = backend
+        .read_own_pending(s, "g", "c1", 10)
+        .await
+        .expect("own c1 acked");
+    assert_eq!(ids_and_counts(own), vec![(ids[5], 2)]);
+    let info = backend.info(s).await.expect("info").expect("exists");
+    assert_eq!(info.groups[0].pending, 3);
+}
+
 #[tokio::test]
 async fn embedded_backend_honours_the_contract() {
     // Proves FileStreams' trim safety, claim counting, release and dead-lettering, and that
@@ -176,6 +272,7 @@ async fn embedded_backend_honours_the_contract() {
         let backend = FileStreams::open(dir.path()).expect("open");
         trim_never_removes_pending_or_undelivered_entries(&backend).await;
         claims_count_deliveries_and_release_makes_entries_claimable(&backend).await;
+        own_pending_entries_are_redelivered_to_their_consumer_only_and_counted(&backend).await;
     }
     let reopened = FileStreams::open(dir.path()).expect("reopen");
     let info = reopened
@@ -190,6 +287,15 @@ async fn embedded_backend_honours_the_contract() {
         .expect("info")
         .expect("exists");
     assert_eq!((info.groups[0].pending, info.dead_letters), (0, 1));
+    // Own-pending reads are replayed with their counts and owners.
+    let own = reopened
+        .read_own_pending("dsq:own:p0", "g", "c2", 10)
+        .await
+        .expect("own after reopen");
+    assert_eq!(
+        own.iter().map(|d| d.delivery_count).collect::<Vec<_>>(),
+        vec![4]
+    );
 }
 
 #[tokio::test]
@@ -205,4 +311,5 @@ async fn redis_backend_honours_the_contract() {
     .expect("connect");
     trim_never_removes_pending_or_undelivered_entries(&backend).await;
     claims_count_deliveries_and_release_makes_entries_claimable(&backend).await;
+    own_pending_entries_are_redelivered_to_their_consumer_only_and_counted(&backend).await;
 }

@@ -340,6 +340,52 @@ impl StreamBackend for FileStreams {
         found.ok_or(BackendError::NoGroup)
     }
 
+    async fn read_own_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        let (group, consumer) = (group.to_owned(), consumer.to_owned());
+        let found = self
+            .with_stream(stream, false, move |state| {
+                let Some(g) = state.groups.get(&group) else {
+                    return Err(BackendError::NoGroup);
+                };
+                // Like Redis's read of a consumer's pending list from ID 0: its first `count`
+                // entries, and of those only the ones still in the stream are delivered and
+                // counted.
+                let own: Vec<(StreamId, u64)> = g
+                    .pel
+                    .iter()
+                    .filter(|(_, p)| p.consumer == consumer)
+                    .take(count)
+                    .filter(|(id, _)| state.entries.contains_key(id))
+                    .map(|(id, p)| (*id, p.count + 1))
+                    .collect();
+                if own.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let deliveries = own
+                    .iter()
+                    .filter_map(|(id, count)| state.delivery(*id, *count))
+                    .collect();
+                state.record(
+                    Op::Deliver {
+                        group,
+                        consumer,
+                        ids: own.into_iter().map(|(id, _)| id).collect(),
+                        at_ms: now_ms(),
+                    },
+                    false,
+                )?;
+                Ok(deliveries)
+            })
+            .await?;
+        found.ok_or(BackendError::NoGroup)
+    }
+
     async fn claim_idle(
         &self,
         stream: &str,
@@ -515,5 +561,58 @@ impl StreamBackend for FileStreams {
     ) -> Result<(), BackendError> {
         let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &str) -> NewEntry {
+        NewEntry {
+            key: None,
+            body: body.to_owned(),
+            headers: BTreeMap::new(),
+            published_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn own_pending_read_skips_an_entry_gone_from_the_stream_without_counting_it() {
+        // Proves parity with Redis's `XREADGROUP … 0` on an entry deleted while pending (the
+        // reply has it with nil fields and its counter stays): it is not delivered, not
+        // counted, and stays pending; the entries after it are delivered with count 2.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FileStreams::open(dir.path()).expect("open");
+        let s = "dsq:gone:p0";
+        let ids = backend
+            .append(&[(s.to_owned(), vec![entry("a"), entry("b"), entry("c")])])
+            .await
+            .expect("append")
+            .remove(0);
+        backend.ensure_group(s, "g").await.expect("group");
+        assert_eq!(
+            backend.read_new(s, "g", "c", 3).await.expect("read").len(),
+            3
+        );
+        let state = backend.stream(s, false).expect("stream").expect("exists");
+        // Our trim never goes past a pending entry; applied directly, it stands for XDEL.
+        state
+            .lock()
+            .expect("stream lock")
+            .apply(Op::Trim { below: ids[1] });
+        let own = backend
+            .read_own_pending(s, "g", "c", 10)
+            .await
+            .expect("own pending");
+        assert_eq!(
+            own.iter()
+                .map(|d| (d.id, d.delivery_count))
+                .collect::<Vec<_>>(),
+            vec![(ids[1], 2), (ids[2], 2)]
+        );
+        let state = state.lock().expect("stream lock");
+        let pending = &state.groups["g"].pel[&ids[0]];
+        assert_eq!((pending.consumer.as_str(), pending.count), ("c", 1));
     }
 }
