@@ -53,6 +53,16 @@ pub struct ReceiveRequest {
     /// of a group should use the same value.
     #[serde(default = "default_visibility_ms")]
     pub visibility_ms: u64,
+    /// This consumer is (re)starting: deliver the messages still pending under its name in the
+    /// group first, whatever their idle time (each with `delivery_count` one higher, and those
+    /// past the node's max deliveries dead-lettered instead), then the usual redeliveries and
+    /// new messages (default false: pending messages come back only after `visibility_ms`).
+    /// Send it on the first receive after a start; if `resumed` in the answer equals `max`,
+    /// more may be pending: ack or nack those and send it again. Only for a consumer name used
+    /// by one process at a time: a second live process under the same name would be handed the
+    /// first one's in-flight messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 fn default_max() -> u32 {
@@ -68,6 +78,14 @@ fn default_visibility_ms() -> u64 {
 pub struct ReceiveResponse {
     /// The delivered messages.
     pub messages: Vec<ReceivedMessage>,
+    /// With `resume`: how many of `messages`, from the first, are this consumer's own pending
+    /// messages delivered again. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One delivery.

@@ -545,6 +545,7 @@ impl Tour {
             max,
             wait_ms: 2_000,
             visibility_ms: VISIBILITY_MS,
+            resume: false,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct ReceiveOptions {
     pub wait: Duration,
     /// Visibility timeout (also the idle time after which others' deliveries are claimed).
     pub visibility: Duration,
+    /// The consumer is (re)starting: deliver the messages still pending under its name first,
+    /// however recently they were delivered, then the usual claims and new messages.
+    pub resume: bool,
 }
 
 /// One message handed to a consumer.
@@ -79,6 +82,9 @@ pub struct Received {
 pub struct Outcome {
     /// Messages delivered.
     pub messages: Vec<Received>,
+    /// How many of `messages`, from the first, are the consumer's own pending messages
+    /// delivered again because of [`ReceiveOptions::resume`].
+    pub resumed: usize,
     /// Messages moved to the dead-letter stream during this receive.
     pub dead_lettered: u64,
     /// Shards that failed during this receive (their partitions were skipped).
@@ -118,6 +124,24 @@ pub struct QueueService {
 struct Location {
     partition: PartitionId,
     shard: usize,
+}
+
+/// Which pending or new messages a sweep over the partitions delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The consumer's own pending messages, whatever their idle time (a resuming receive).
+    OwnPending,
+    /// Deliveries idle past the visibility timeout, then new messages.
+    Ready,
+}
+
+/// What the passes of one receive collected so far.
+#[derive(Debug, Default)]
+struct Sweep {
+    outcome: Outcome,
+    /// Shards (indices) that failed during this receive: later passes skip them.
+    failed: BTreeSet<usize>,
+    last_error: Option<QueueError>,
 }
 
 /// Messages of one publish bound for one partition: their request positions and entries.
@@ -385,10 +409,12 @@ impl QueueService {
         Ok(())
     }
 
-    /// Delivers up to `options.max` messages of `queue` to `consumer` of `group`: first
-    /// deliveries that other consumers left idle past the visibility timeout (dead-lettering
-    /// those delivered `max_deliveries` times already), then new ones. Waits up to
-    /// `options.wait` when there is nothing.
+    /// Delivers up to `options.max` messages of `queue` to `consumer` of `group`: with
+    /// `options.resume`, first the messages pending under `consumer` itself whatever their
+    /// idle time (counted in [`Outcome::resumed`]); then deliveries left idle past the
+    /// visibility timeout; then new ones. Redeliveries of messages delivered `max_deliveries`
+    /// times already go to the dead-letter stream instead. Waits up to `options.wait` when
+    /// there is nothing.
     ///
     /// # Errors
     ///
@@ -407,13 +433,39 @@ impl QueueService {
         self.probe_old_locations(queue).await;
         let deadline = Instant::now() + options.wait;
         let notify = self.notify_for(queue);
+        // A resuming consumer's own pending messages come first, read once per request: the
+        // read delivers them again, so a second read would hand them out twice.
+        let mut own = None;
+        if options.resume {
+            let mut sweep = Sweep::default();
+            self.sweep(
+                queue,
+                group,
+                consumer,
+                &options,
+                Pass::OwnPending,
+                &mut sweep,
+            )
+            .await;
+            sweep.outcome.resumed = sweep.outcome.messages.len();
+            own = Some(sweep);
+        }
         loop {
             // Registered before the sweep, so a publish through this node during the sweep
             // still wakes the wait below.
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (outcome, last_error) = self.sweep(queue, group, consumer, &options).await;
+            let mut sweep = own.take().unwrap_or_default();
+            if sweep.outcome.messages.len() < options.max as usize {
+                self.sweep(queue, group, consumer, &options, Pass::Ready, &mut sweep)
+                    .await;
+            }
+            let Sweep {
+                outcome,
+                last_error,
+                ..
+            } = sweep;
             let now = Instant::now();
             if !outcome.messages.is_empty() || outcome.dead_lettered > 0 || now >= deadline {
                 return self.finish(outcome, last_error);
@@ -477,61 +529,65 @@ impl QueueService {
         }
     }
 
-    /// One pass over the partitions, starting at a rotating one, until `max` are collected.
-    /// A partition the ring moved is read at its old locations first (draining them), then at
-    /// its owner.
+    /// One pass over the partitions, starting at a rotating one, adding to `sweep` until
+    /// `max` are collected. A partition the ring moved is read at its old locations first
+    /// (draining them), then at its owner. Shards that failed earlier in the request are
+    /// skipped.
     async fn sweep(
         &self,
         queue: &str,
         group: &str,
         consumer: &str,
         options: &ReceiveOptions,
-    ) -> (Outcome, Option<QueueError>) {
+        pass: Pass,
+        sweep: &mut Sweep,
+    ) {
         let partitions = self.config.partitions;
         let start = self.sweep_start.fetch_add(1, Ordering::Relaxed) % partitions;
-        let mut outcome = Outcome::default();
-        let mut failed: BTreeSet<usize> = BTreeSet::new();
-        let mut last_error = None;
         'partitions: for i in 0..partitions {
             let partition = PartitionId((start + i) % partitions);
             let mut locations = self.old_locations(queue, partition);
             locations.push(self.placement[partition.0 as usize]);
             for shard_index in locations {
-                if failed.contains(&shard_index) {
+                if sweep.failed.contains(&shard_index) {
                     continue;
                 }
-                let want = options.max as usize - outcome.messages.len();
+                let want = options.max as usize - sweep.outcome.messages.len();
                 let location = Location {
                     partition,
                     shard: shard_index,
                 };
-                match self
-                    .receive_partition(
-                        queue,
-                        group,
-                        consumer,
-                        location,
-                        options.visibility,
-                        want,
-                        &mut outcome,
-                    )
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(error) => {
-                        let shard = &self.shards[shard_index].name;
-                        tracing::warn!(%shard, %partition, %error, "receive skipped a partition");
-                        failed.insert(shard_index);
-                        outcome.failed_shards.push(shard.clone());
-                        last_error = Some(error);
+                let outcome = &mut sweep.outcome;
+                let result = match pass {
+                    Pass::OwnPending => {
+                        self.resume_partition(queue, group, consumer, location, want, outcome)
+                            .await
                     }
+                    Pass::Ready => {
+                        self.receive_partition(
+                            queue,
+                            group,
+                            consumer,
+                            location,
+                            options.visibility,
+                            want,
+                            outcome,
+                        )
+                        .await
+                    }
+                };
+                if let Err(error) = result {
+                    let shard = &self.shards[shard_index].name;
+                    tracing::warn!(%shard, %partition, %error, "receive skipped a partition");
+                    sweep.failed.insert(shard_index);
+                    sweep.outcome.failed_shards.push(shard.clone());
+                    sweep.last_error = Some(error);
                 }
-                if outcome.messages.len() >= options.max as usize {
+                if sweep.outcome.messages.len() >= options.max as usize {
                     break 'partitions;
                 }
             }
         }
-        (outcome, last_error)
     }
 
     /// Shards other than the owner that still hold entries of `queue`'s `partition`.
@@ -683,26 +739,9 @@ impl QueueService {
                 }
                 other => other.map_err(backend_error)?,
             };
-            for delivery in claimed {
-                if delivery.delivery_count > u64::from(self.config.max_deliveries) {
-                    let dead = Delivery {
-                        delivery_count: delivery.delivery_count - 1,
-                        ..delivery
-                    };
-                    shard
-                        .backend
-                        .dead_letter(&stream, group, &dead)
-                        .await
-                        .map_err(backend_error)?;
-                    tracing::info!(%queue, %group, %partition, id = %dead.id, deliveries = dead.delivery_count, "dead-lettered");
-                    outcome.dead_lettered += 1;
-                } else {
-                    want -= 1;
-                    outcome
-                        .messages
-                        .push(self.received(partition, shard, delivery));
-                }
-            }
+            want -= self
+                .hand_out(queue, group, location, claimed, outcome)
+                .await?;
         }
         if want == 0 {
             return Ok(());
@@ -725,6 +764,75 @@ impl QueueService {
                 .push(self.received(partition, shard, delivery));
         }
         Ok(())
+    }
+
+    /// The own-pending pass of a resuming receive at one location: up to `want` of the
+    /// messages pending under `consumer`, whatever their idle time.
+    async fn resume_partition(
+        &self,
+        queue: &str,
+        group: &str,
+        consumer: &str,
+        location: Location,
+        want: usize,
+        outcome: &mut Outcome,
+    ) -> Result<(), QueueError> {
+        let shard = &self.shards[location.shard];
+        let stream = stream_key(queue, location.partition);
+        let own = match shard
+            .backend
+            .read_own_pending(&stream, group, consumer, want)
+            .await
+        {
+            // No group (never used here, or the shard lost its data): nothing is pending under
+            // any name; the pass for new messages creates it.
+            Err(BackendError::NoGroup) => {
+                self.forget_group(queue, group, location);
+                Vec::new()
+            }
+            other => other.map_err(|e| QueueError::from_backend(&shard.name, e))?,
+        };
+        self.hand_out(queue, group, location, own, outcome).await?;
+        Ok(())
+    }
+
+    /// Adds redeliveries (claimed, or own pending read again) to `outcome`, except those now
+    /// past `max_deliveries`, which go to the dead-letter stream instead. Returns how many
+    /// were added.
+    async fn hand_out(
+        &self,
+        queue: &str,
+        group: &str,
+        location: Location,
+        deliveries: Vec<Delivery>,
+        outcome: &mut Outcome,
+    ) -> Result<usize, QueueError> {
+        let partition = location.partition;
+        let shard = &self.shards[location.shard];
+        let stream = stream_key(queue, partition);
+        let mut added = 0;
+        for delivery in deliveries {
+            if delivery.delivery_count > u64::from(self.config.max_deliveries) {
+                // The backend counted this delivery, which is not made: record the ones made.
+                let dead = Delivery {
+                    delivery_count: delivery.delivery_count - 1,
+                    ..delivery
+                };
+                shard
+                    .backend
+                    .dead_letter(&stream, group, &dead)
+                    .await
+                    .map_err(|e| QueueError::from_backend(&shard.name, e))?;
+                tracing::info!(%queue, %group, %partition, id = %dead.id, deliveries = dead.delivery_count, "dead-lettered");
+                outcome.dead_lettered += 1;
+            } else {
+                added += 1;
+                outcome
+                    .messages
+                    .push(self.received(partition, shard, delivery));
+            }
+        }
+        Ok(added)
     }
 
     fn received(&self, partition: PartitionId, shard: &Shard, delivery: Delivery) -> Received {

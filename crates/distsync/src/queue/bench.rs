@@ -168,6 +168,7 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
                 max,
                 wait_ms: 200,
                 visibility_ms: 60_000,
+                resume: false,
             };
             while received.load(Ordering::Relaxed) < total {
                 let response = client.receive(&queue, &request).await?;
@@ -209,6 +210,7 @@ async fn run_async(args: QueueBenchArgs) -> anyhow::Result<()> {
                 max: 10,
                 wait_ms: 1_000,
                 visibility_ms: 60_000,
+                resume: false,
             };
             let mut latencies = Vec::with_capacity(samples);
             while latencies.len() < samples {

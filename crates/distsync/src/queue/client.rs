@@ -29,6 +29,18 @@ pub enum ClientError {
     Unreachable(String),
 }
 
+/// How a consumer loop ([`QueueClient::consume`]) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// First the messages still pending under this consumer's name (from a run that died
+    /// before acking them), then new ones: the receives carry `resume` until the consumer's own
+    /// pending messages are drained. Only when one process at a time uses the consumer name.
+    Resume,
+    /// Plain receives: messages pending from an earlier run come back after their visibility
+    /// timeout, to any consumer of the group. For several processes sharing one consumer name.
+    Fresh,
+}
+
 /// An HTTP client for one or more equivalent queue nodes.
 #[derive(Debug)]
 pub struct QueueClient {
@@ -226,6 +238,8 @@ impl QueueClient {
 
     /// A consumer loop: receives, hands each message to `handle`, acks the ones it accepted
     /// and nacks the others (redelivered at once), until `handle` asks to stop or a call fails.
+    /// With [`Start::Resume`] the first receive asks for this consumer's own pending messages
+    /// first (`request.resume` is ignored).
     ///
     /// `handle` returns `(accepted, keep_going)`.
     ///
@@ -236,13 +250,16 @@ impl QueueClient {
         &self,
         queue: &str,
         request: &ReceiveRequest,
+        start: Start,
         mut handle: F,
     ) -> Result<(), ClientError>
     where
         F: FnMut(&distsync_api::ReceivedMessage) -> (bool, bool),
     {
+        let mut request = request.clone();
+        request.resume = start == Start::Resume;
         loop {
-            let response = self.receive(queue, request).await?;
+            let response = self.receive(queue, &request).await?;
             let (mut acks, mut nacks, mut keep_going) = (Vec::new(), Vec::new(), true);
             for message in &response.messages {
                 let (accepted, more) = handle(message);
@@ -259,6 +276,10 @@ impl QueueClient {
             if !nacks.is_empty() {
                 self.nack(queue, &request.group, nacks, None).await?;
             }
+            // A whole batch of own pending messages may have left more behind. Asking again is
+            // safe only now that this batch is acked or nacked: a resume hands out whatever is
+            // still pending under the name, so it would repeat an unanswered message.
+            request.resume &= response.resumed >= request.max;
             if !keep_going {
                 return Ok(());
             }

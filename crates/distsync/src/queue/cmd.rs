@@ -1,6 +1,6 @@
 //! `distsync queue publish|consume|stats`.
 
-use super::client::QueueClient;
+use super::client::{QueueClient, Start};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use distsync_api::{PublishMessage, ReceiveRequest};
@@ -41,7 +41,8 @@ pub enum QueueAction {
         /// Consumer group (created on first use).
         #[arg(long)]
         group: String,
-        /// Consumer name within the group.
+        /// Consumer name within the group. One process at a time per name: a starting
+        /// consumer first takes back the messages pending under its name (see --no-resume).
         #[arg(long, env = "DISTSYNC_QUEUE_CONSUMER", default_value = "cli")]
         consumer: String,
         /// Acknowledge every message after printing it.
@@ -60,6 +61,13 @@ pub enum QueueAction {
         /// --ack, each message is then nacked (handed back) after printing.
         #[arg(long)]
         follow: bool,
+        /// Do not start with the messages still pending under --consumer (left by an earlier
+        /// run that died before acking them); they then come back only after their visibility
+        /// timeout, to any consumer of the group. Needed only if several processes share one
+        /// consumer name, which they should not: without this flag, each one starting would
+        /// take the others' in-flight messages.
+        #[arg(long)]
+        no_resume: bool,
     },
     /// Print per-partition statistics as JSON.
     Stats {
@@ -100,18 +108,26 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
                 wait_ms,
                 visibility_ms,
                 follow,
+                no_resume,
             } => {
+                // A (re)started consumer first takes back what it left pending.
                 let request = ReceiveRequest {
                     group: group.clone(),
                     consumer,
                     max,
                     wait_ms,
                     visibility_ms,
+                    resume: !no_resume,
                 };
                 if follow {
+                    let start = if no_resume {
+                        Start::Fresh
+                    } else {
+                        Start::Resume
+                    };
                     // The consumer loop: print, then ack (with --ack) or hand back (without).
                     client
-                        .consume(&queue, &request, |message| {
+                        .consume(&queue, &request, start, |message| {
                             match serde_json::to_string(message) {
                                 Ok(line) => println!("{line}"),
                                 Err(error) => eprintln!("cannot print message: {error}"),

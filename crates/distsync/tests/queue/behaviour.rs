@@ -44,6 +44,7 @@ pub fn receive_request(
         max,
         wait_ms,
         visibility_ms,
+        resume: false,
     }
 }
 
@@ -392,6 +393,159 @@ async fn crashed_consumer_messages_are_redelivered_after_visibility_timeout(back
         .expect("ack");
     assert_eq!(acked, 10);
     let stats = client.stats("jobs").await.expect("stats");
+    assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
+}
+
+both_backends!(restarted_consumer_gets_its_own_pending_messages_first_with_resume);
+async fn restarted_consumer_gets_its_own_pending_messages_first_with_resume(backend: Backend) {
+    // Proves `resume`: consumer A takes 10 messages and dies without acking (visibility 60 s).
+    // Restarted without `resume` (the control) it gets only new messages, none of its 10;
+    // restarted with it, it gets exactly its 10 first, with delivery_count 2 and `resumed` 10,
+    // then the new ones. Another consumer's `resume` gets none of A's. A page of own pending
+    // messages as large as `max` says so (`resumed` == max).
+    let cluster = Cluster::start(backend, 2, 1, &[]);
+    let client = cluster.client();
+    let visibility_ms = 60_000;
+    let bodies = |prefix: &str, range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("{prefix}-{i}")).collect()
+    };
+    let publish = |batch: Vec<String>| {
+        let client = &client;
+        async move {
+            client
+                .publish("jobs", batch.into_iter().map(message).collect())
+                .await
+                .expect("publish")
+        }
+    };
+    let resume_request = |consumer: &str, max: u32| ReceiveRequest {
+        resume: true,
+        ..receive_request("g", consumer, max, 0, visibility_ms)
+    };
+    let sorted = |messages: &[ReceivedMessage]| {
+        let mut got: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
+        got.sort();
+        got
+    };
+    let old = bodies("old", 0..10);
+    publish(old.clone()).await;
+    let taken = client
+        .receive("jobs", &receive_request("g", "a", 10, 2_000, visibility_ms))
+        .await
+        .expect("receive a");
+    assert_eq!(sorted(&taken.messages), old);
+    assert_eq!(taken.resumed, 0);
+    publish(bodies("new", 0..5)).await;
+
+    // Control: a plain receive of the restarted A gets the new messages, not its own.
+    let plain = client
+        .receive("jobs", &receive_request("g", "a", 20, 0, visibility_ms))
+        .await
+        .expect("plain receive");
+    assert_eq!(sorted(&plain.messages), bodies("new", 0..5), "{plain:?}");
+    assert!(plain.messages.iter().all(|m| m.delivery_count == 1));
+    assert_eq!(plain.resumed, 0);
+    let acked = client
+        .ack(
+            "jobs",
+            "g",
+            plain.messages.iter().map(|m| m.receipt.clone()).collect(),
+        )
+        .await
+        .expect("ack the control's");
+    assert_eq!(acked, 5);
+
+    // Someone else's resume is not A's.
+    publish(bodies("new", 5..10)).await;
+    let other = client
+        .receive(
+            "jobs",
+            &ReceiveRequest {
+                max: 1,
+                ..resume_request("b", 20)
+            },
+        )
+        .await
+        .expect("b resumes");
+    assert_eq!(other.resumed, 0, "{other:?}");
+    assert!(
+        other.messages.iter().all(|m| m.body.starts_with("new-")),
+        "{other:?}"
+    );
+    let mut fresh = other.messages;
+
+    // A restarts with resume: its 10 first, counted, then new ones.
+    let resumed = client
+        .receive("jobs", &resume_request("a", 20))
+        .await
+        .expect("a resumes");
+    assert_eq!(resumed.resumed, 10, "{resumed:?}");
+    let (own, after) = resumed.messages.split_at(10);
+    assert_eq!(sorted(own), old);
+    assert!(own.iter().all(|m| m.delivery_count == 2), "{own:?}");
+    assert!(
+        after
+            .iter()
+            .all(|m| m.body.starts_with("new-") && m.delivery_count == 1),
+        "{after:?}"
+    );
+    fresh.extend(after.iter().cloned());
+    assert_eq!(sorted(&fresh), bodies("new", 5..10));
+
+    // 14 are pending under A now: a page of 4 is all its own and says so.
+    let page = client
+        .receive("jobs", &resume_request("a", 4))
+        .await
+        .expect("a resumes a page");
+    assert_eq!((page.messages.len(), page.resumed), (4, 4), "{page:?}");
+    assert!(
+        page.messages.iter().all(|m| m.delivery_count >= 2),
+        "{page:?}"
+    );
+
+    let receipts: Vec<String> = resumed
+        .messages
+        .iter()
+        .chain(&fresh)
+        .map(|m| m.receipt.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(client.ack("jobs", "g", receipts).await.expect("ack"), 15);
+    let stats = client.stats("jobs").await.expect("stats");
+    assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
+}
+
+both_backends!(resumed_message_past_max_deliveries_is_dead_lettered);
+async fn resumed_message_past_max_deliveries_is_dead_lettered(backend: Backend) {
+    // Proves a resume read counts as a delivery: with --max-deliveries 2, a message received
+    // once and then resumed once (count 2) is dead-lettered, with count 2, by the next resume
+    // instead of being handed out a third time.
+    let cluster = Cluster::start(backend, 1, 1, &["--max-deliveries", "2"]);
+    let client = cluster.client();
+    client
+        .publish("work", vec![message("poison".into())])
+        .await
+        .expect("publish");
+    let resume = ReceiveRequest {
+        resume: true,
+        ..receive_request("g", "c", 10, 0, 60_000)
+    };
+    let first = client
+        .receive("work", &receive_request("g", "c", 10, 2_000, 60_000))
+        .await
+        .expect("receive");
+    assert_eq!(first.messages.len(), 1);
+    let second = client.receive("work", &resume).await.expect("resume");
+    assert_eq!(second.messages.len(), 1);
+    assert_eq!((second.messages[0].delivery_count, second.resumed), (2, 1));
+    let third = client.receive("work", &resume).await.expect("resume again");
+    assert!(third.messages.is_empty(), "{third:?}");
+    let dead = dead_letters(&cluster).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["body"], "poison");
+    assert_eq!(dead[0]["delivery_count"], 2);
+    let stats = client.stats("work").await.expect("stats");
     assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
 }
 

@@ -96,7 +96,7 @@ async fn publish(
     params(("queue" = String, Path, description = "Queue name")),
     request_body = ReceiveRequest,
     responses(
-        (status = 200, body = ReceiveResponse, description = "Possibly empty after wait_ms"),
+        (status = 200, body = ReceiveResponse, description = "Possibly empty after wait_ms; with resume, the consumer's own pending messages first"),
         (status = 400, body = ErrorBody, description = "invalid_request"),
         (status = 503, body = ErrorBody, description = "shard_unavailable: every shard is down"),
     ))]
@@ -109,6 +109,7 @@ async fn receive(
         max: request.max,
         wait: Duration::from_millis(request.wait_ms),
         visibility: Duration::from_millis(request.visibility_ms),
+        resume: request.resume,
     };
     let outcome = node
         .service
@@ -119,6 +120,8 @@ async fn receive(
         node.metrics.shard_error(shard);
     }
     node.metrics.dead_lettered.inc_by(outcome.dead_lettered);
+    // At most `max` (a u32) messages are returned.
+    let resumed = u32::try_from(outcome.resumed).unwrap_or(u32::MAX);
     let now = now_ms();
     let messages = outcome
         .messages
@@ -144,7 +147,7 @@ async fn receive(
             }
         })
         .collect();
-    Ok(Json(ReceiveResponse { messages }))
+    Ok(Json(ReceiveResponse { messages, resumed }))
 }
 
 #[utoipa::path(post, path = "/v1/queues/{queue}/ack", tag = "queues",
