@@ -1,6 +1,7 @@
 //! Consumers that die: `distsync queue consume --follow --ack` processes are SIGKILLed
 //! and restarted under the same name while producers publish; what they printed is what was
-//! received.
+//! received. A restarted consumer asks for its own pending messages first (`resume`, the CLI's
+//! default).
 
 use crate::behaviour::{Ledger, spawn_producers_until};
 use crate::common::{Backend, Cluster, ConsumerProc, PrintLog, Printed, Resp, ring};
@@ -18,16 +19,14 @@ const KILLS: usize = 5;
 /// Kills go on past [`KILLS`] until one caught a message printed and not acked (a kill at a
 /// print can land after the ack when the reader lags), up to this many.
 const KILLS_MAX: usize = 10;
-/// TESTING.md kills every 5 s with a 2 s pause and a 5 s visibility; compressed here, keeping
-/// the order that matters: the victim is back before its deliveries are due for redelivery.
+/// TESTING.md kills every 5 s with a 2 s pause and a 5 s visibility; the kills are compressed
+/// here, keeping the order that matters: the victim is back long before its deliveries are
+/// idle past the visibility timeout, so only its own resume can hand them out that early.
 const KILL_EVERY: Duration = Duration::from_millis(1_500);
 const RESTART_AFTER: Duration = Duration::from_millis(500);
-const VISIBILITY: Duration = Duration::from_millis(1_500);
+const VISIBILITY: Duration = Duration::from_millis(5_000);
 /// Q-02's bound: min-idle (the visibility timeout) + the claim scan (≤ 1 s) + 1 s.
-const REDELIVERY_BOUND: Duration = Duration::from_millis(1_500 + 1_000 + 1_000);
-/// A delivery is printed a little after Redis handed it out; a redelivery sooner than the
-/// visibility timeout minus this after the victim printed it came too early.
-const PRINT_DELAY_MAX: Duration = Duration::from_millis(500);
+const REDELIVERY_BOUND: Duration = Duration::from_millis(5_000 + 1_000 + 1_000);
 
 /// One SIGKILL: who, when, and what Redis still had pending under the victim's name.
 #[derive(Debug, Clone)]
@@ -73,55 +72,55 @@ struct Redelivery {
     in_flight: usize,
     /// ... of which the victim had printed (received) before it died.
     printed_by_victim: usize,
-    redelivered: usize,
-    /// ... of which to the restarted consumer of the same name.
-    to_same_name: usize,
-    /// ... of which claimed by a consumer that was itself killed before printing it (judged
-    /// again under that later kill).
+    /// ... printed again by the restarted consumer of the same name, before anything else.
+    resumed_first: usize,
+    /// ... not printed by the restart because it was killed first, with them still pending
+    /// under the name (judged again under that later kill).
     handed_on: usize,
     latency_max: Duration,
-    /// The shortest time from the victim printing a message to its redelivery.
-    after_print_min: Option<Duration>,
+    /// The longest time from the victim printing a message to its restart printing it again.
+    after_print_max: Option<Duration>,
     problems: Vec<String>,
 }
 
-/// Checks that every in-flight delivery of every killed consumer came back with a delivery
-/// count ≥ 2 (and above its XPENDING count), within [`REDELIVERY_BOUND`] of the kill and not
-/// before the visibility timeout.
+/// Checks Q-02's contract for every kill: the restarted consumer's first lines are exactly the
+/// messages XPENDING listed under its name, each with a delivery count ≥ 2 (and above its
+/// XPENDING count), within [`REDELIVERY_BOUND`] of the kill and sooner than the visibility
+/// timeout after the victim printed it (so no claim could have made it). A restart that was
+/// killed before printing them all must have died with the rest still pending.
 fn judge_redelivery(kills: &[Kill], lines: &[Printed]) -> Redelivery {
     let mut report = Redelivery::default();
     for (k, kill) in kills.iter().enumerate() {
-        for (id, pending_count) in &kill.in_flight {
-            report.in_flight += 1;
-            let next = lines.iter().find(|p| p.message.id == *id && p.at > kill.at);
-            let handed_on = kills[k + 1..].iter().any(|later| {
-                later.at.duration_since(kill.at) <= REDELIVERY_BOUND
-                    && next.is_none_or(|n| later.at < n.at)
-                    && later.in_flight.iter().any(|(i, _)| i == id)
-            });
-            let Some(next) = next.filter(|n| n.at.duration_since(kill.at) <= REDELIVERY_BOUND)
-            else {
-                if handed_on {
-                    report.handed_on += 1;
-                } else {
-                    let seen = next.map(|n| n.at.duration_since(kill.at));
-                    report.problems.push(format!(
-                        "{id} (pending at {}'s kill) not redelivered within {REDELIVERY_BOUND:?}: next delivery after {seen:?}",
-                        kill.consumer
-                    ));
-                }
+        let n = kill.in_flight.len();
+        report.in_flight += n;
+        let restart = kill.incarnation + 1;
+        let printed_by_restart: Vec<&Printed> = lines
+            .iter()
+            .filter(|p| p.consumer == kill.consumer && p.incarnation == restart)
+            .collect();
+        let first = &printed_by_restart[..n.min(printed_by_restart.len())];
+        for (position, line) in first.iter().enumerate() {
+            let id = &line.message.id;
+            let Some((_, pending_count)) = kill.in_flight.iter().find(|(i, _)| i == id) else {
+                report.problems.push(format!(
+                    "{} restarted printed {id} (delivery_count {}) as line {position}, before all of the {n} messages pending under its name",
+                    kill.consumer, line.message.delivery_count
+                ));
                 continue;
             };
-            report.redelivered += 1;
-            let latency = next.at.duration_since(kill.at);
+            report.resumed_first += 1;
+            let latency = line.at.duration_since(kill.at);
             report.latency_max = report.latency_max.max(latency);
-            if next.consumer == kill.consumer {
-                report.to_same_name += 1;
+            if latency > REDELIVERY_BOUND {
+                report.problems.push(format!(
+                    "{id} (pending at {}'s kill) printed again {latency:?} after it: later than {REDELIVERY_BOUND:?}",
+                    kill.consumer
+                ));
             }
-            if next.message.delivery_count < 2 || next.message.delivery_count <= *pending_count {
+            if line.message.delivery_count < 2 || line.message.delivery_count <= *pending_count {
                 report.problems.push(format!(
                     "{id} redelivered with delivery_count {} (XPENDING had {pending_count})",
-                    next.message.delivery_count
+                    line.message.delivery_count
                 ));
             }
             let printed = lines.iter().find(|p| {
@@ -132,15 +131,32 @@ fn judge_redelivery(kills: &[Kill], lines: &[Printed]) -> Redelivery {
             });
             if let Some(printed) = printed {
                 report.printed_by_victim += 1;
-                let after = next.at.duration_since(printed.at);
-                report.after_print_min =
-                    Some(report.after_print_min.map_or(after, |m| m.min(after)));
-                if after + PRINT_DELAY_MAX < VISIBILITY {
+                let after = line.at.duration_since(printed.at);
+                report.after_print_max =
+                    Some(report.after_print_max.map_or(after, |m| m.max(after)));
+                if after >= VISIBILITY {
                     report.problems.push(format!(
-                        "{id} redelivered {after:?} after {} printed it: before the visibility timeout",
+                        "{id} printed again {after:?} after {} printed it: not before the visibility timeout, so maybe claimed rather than resumed",
                         kill.consumer
                     ));
                 }
+            }
+        }
+        let killed_again = kills[k + 1..]
+            .iter()
+            .find(|later| later.consumer == kill.consumer && later.incarnation == restart);
+        for (id, _) in &kill.in_flight {
+            if first.iter().any(|p| p.message.id == *id) {
+                continue;
+            }
+            if killed_again.is_some_and(|later| later.in_flight.iter().any(|(i, _)| i == id)) {
+                report.handed_on += 1;
+            } else {
+                report.problems.push(format!(
+                    "{id} (pending at {}'s kill) is not among the first {n} lines its restart printed ({} lines)",
+                    kill.consumer,
+                    printed_by_restart.len()
+                ));
             }
         }
     }
@@ -179,14 +195,14 @@ fn seeded_rng() -> impl FnMut() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn consumer_processes_sigkilled_again_and_again_lose_nothing_and_get_redelivered() {
+async fn consumer_processes_sigkilled_and_restarted_get_their_pending_first_and_lose_nothing() {
     // Proves Q-02 (compressed): 3 consumer processes (print, then ack) in one group while 2
     // producers publish; a random consumer that is at work is SIGKILLed every 1.5 s, 5 times
     // (more until one died holding printed, unacked messages), and restarted under its name
-    // 0.5 s later. What Redis had pending under the victim's
-    // name is redelivered within visibility + 1 s + 1 s with delivery_count ≥ 2, not before
-    // the visibility timeout (a restarted consumer gets no early copy of its old deliveries);
-    // lost = ∅; duplicates are reported.
+    // 0.5 s later. The restarted consumer's first lines are what Redis had pending under its
+    // name at the kill, with delivery_count ≥ 2, before anything new, within
+    // visibility + 1 s + 1 s and sooner than the visibility timeout after the victim printed
+    // them; lost = ∅; duplicates are reported.
     let cluster = Cluster::start(Backend::Redis, 2, 1, &[]);
     let client = Arc::new(cluster.client());
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
@@ -330,15 +346,14 @@ async fn consumer_processes_sigkilled_again_and_again_lose_nothing_and_get_redel
     ledger.deliveries = deliveries(&log.lines);
     let report = judge_redelivery(&kills, &log.lines);
     eprintln!(
-        "Q-02: kills={} (right after a print: {kills_at_a_print}) in_flight_at_kill={} (printed by the victim: {}) redelivered={} (to the restarted same name: {}, handed on to a later victim: {}) redelivery_after_kill_max={:?} (bound {REDELIVERY_BOUND:?}) redelivery_after_victim_print_min={:?} (visibility {VISIBILITY:?}) acknowledged={} printed_lines={} delivered_unique={} duplicates={} lost={} drained_and_acked_after_last_kill={drained_after:?}",
+        "Q-02: kills={} (right after a print: {kills_at_a_print}) in_flight_at_kill={} (printed by the victim: {}) first_lines_of_the_restart={} handed_on_to_a_later_kill={} redelivery_after_kill_max={:?} (bound {REDELIVERY_BOUND:?}) redelivery_after_victim_print_max={:?} (visibility {VISIBILITY:?}) acknowledged={} printed_lines={} delivered_unique={} duplicates={} lost={} drained_and_acked_after_last_kill={drained_after:?}",
         kills.len(),
         report.in_flight,
         report.printed_by_victim,
-        report.redelivered,
-        report.to_same_name,
+        report.resumed_first,
         report.handed_on,
         report.latency_max,
-        report.after_print_min,
+        report.after_print_max,
         ledger.acknowledged.len(),
         log.lines.len(),
         ledger.deliveries.len(),
@@ -366,12 +381,13 @@ async fn consumer_processes_sigkilled_again_and_again_lose_nothing_and_get_redel
     assert_eq!(pending_left, 0, "deliveries still pending after the drain");
     assert!(
         report.printed_by_victim > 0,
-        "no kill caught a message received and not acked: the redelivery path was not exercised"
+        "no kill caught a message received and not acked: the resume path was not exercised"
     );
     ledger.check("Q-02 consumer processes SIGKILLed");
 
     // The checker on this run's own data can fail: without the lines of one in-flight message
-    // after its kill, it reports a missing redelivery; without every line of one acknowledged
+    // after its kill, it reports a missing redelivery; with a new message printed by a restart
+    // ahead of the pending ones, it reports the order; without every line of one acknowledged
     // message, it reports that message lost.
     // (One that no later kill caught again, which would excuse its missing redelivery.)
     let (kill, id) = kills
@@ -399,6 +415,32 @@ async fn consumer_processes_sigkilled_again_and_again_lose_nothing_and_get_redel
     assert!(
         control.problems.iter().any(|p| p.starts_with(id.as_str())),
         "the checker missed a removed redelivery of {id}: {:?}",
+        control.problems
+    );
+    let (kill, line) = kills
+        .iter()
+        .filter(|kill| !kill.in_flight.is_empty())
+        .find_map(|kill| {
+            let line = log.lines.iter().position(|p| {
+                p.consumer == kill.consumer
+                    && p.incarnation == kill.incarnation + 1
+                    && kill.in_flight.iter().any(|(id, _)| *id == p.message.id)
+            })?;
+            Some((kill, line))
+        })
+        .expect("a restart that printed a pending message");
+    let mut jumped_ahead = log.lines.clone();
+    let mut intruder = jumped_ahead[line].clone();
+    intruder.message.id = "0-0-0".to_owned();
+    intruder.message.delivery_count = 1;
+    jumped_ahead.insert(line, intruder);
+    let control = judge_redelivery(&kills, &jumped_ahead);
+    assert!(
+        control
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{} restarted printed 0-0-0", kill.consumer))),
+        "the checker missed a new message printed ahead of the pending ones: {:?}",
         control.problems
     );
     let body = ledger
