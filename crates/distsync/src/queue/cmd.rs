@@ -43,8 +43,10 @@ pub enum QueueAction {
         group: String,
         /// Consumer name within the group. One process at a time per name: a starting
         /// consumer first takes back the messages pending under its name (see --no-resume).
-        #[arg(long, env = "DISTSYNC_QUEUE_CONSUMER", default_value = "cli")]
-        consumer: String,
+        /// Without a name the consumer is `cli` and does not resume, so that two people trying
+        /// the command at once do not take each other's in-flight messages.
+        #[arg(long, env = "DISTSYNC_QUEUE_CONSUMER")]
+        consumer: Option<String>,
         /// Acknowledge every message after printing it.
         #[arg(long)]
         ack: bool,
@@ -110,21 +112,19 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
                 follow,
                 no_resume,
             } => {
-                // A (re)started consumer first takes back what it left pending.
+                // A (re)started consumer first takes back what it left pending; only a named
+                // one, since the default name is anyone's.
+                let resume = consumer.is_some() && !no_resume;
                 let request = ReceiveRequest {
                     group: group.clone(),
-                    consumer,
+                    consumer: consumer.unwrap_or_else(|| "cli".to_owned()),
                     max,
                     wait_ms,
                     visibility_ms,
-                    resume: !no_resume,
+                    resume,
                 };
                 if follow {
-                    let start = if no_resume {
-                        Start::Fresh
-                    } else {
-                        Start::Resume
-                    };
+                    let start = if !resume { Start::Fresh } else { Start::Resume };
                     // The consumer loop: print, then ack (with --ack) or hand back (without).
                     client
                         .consume(&queue, &request, start, |message| {
