@@ -93,4 +93,9 @@ pub struct CacheStats {
     /// Whether this node is in that view (it serves nothing otherwise).
     #[serde(default)]
     pub in_view: bool,
+    /// Whether a majority of the view's members confirmed this node's coherence lease at its
+    /// last tick. A node without (on the minority side of a partition, or just after a view
+    /// change) serves nothing: requests wait for it, then answer 503 `node_unavailable`.
+    #[serde(default)]
+    pub quorum: bool,
 }

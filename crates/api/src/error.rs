@@ -34,8 +34,9 @@ pub enum ErrorCode {
     /// The shard holding the partition does not answer; other partitions keep working.
     ShardUnavailable,
     /// A node the request needs (the key's home, or the node holding its only copy) did not
-    /// answer in time; the operation may still take effect later. Keys homed elsewhere keep
-    /// working.
+    /// answer in time, or the node asked is cut off from a majority of its cluster. A write
+    /// answered so took effect before the answer or never will (the message says which). Keys
+    /// homed elsewhere keep working.
     NodeUnavailable,
     /// The node does not allow this operation (e.g. fault injection without
     /// `--allow-fault-injection`).

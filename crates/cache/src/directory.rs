@@ -231,7 +231,13 @@ impl Directory {
         }
         members.sort();
         members.dedup();
-        let removed_member = self.members.iter().any(|member| !members.contains(member));
+        // A removal whose wait has not run out yet still counts: the nodes it removed may still
+        // serve under their leases, and this view may come too soon after it to outlast them.
+        let removed_member = self.members.iter().any(|member| !members.contains(member))
+            || self
+                .recovery
+                .as_ref()
+                .is_some_and(|recovery| recovery.removed_member);
         self.epoch = epoch;
         self.entries.clear();
         self.active_keys.clear();

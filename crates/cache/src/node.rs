@@ -350,6 +350,30 @@ impl<H: HomeSelector> CacheNode<H> {
         self.lease_valid(self.homes.home_of(key))
     }
 
+    /// Whether a majority of the current view's members, this node counted, confirmed its
+    /// coherence lease: each answered a request or heartbeat this node sent fewer than
+    /// `lease_ticks` ticks ago (this node's own lease never lapses).
+    ///
+    /// The protocol itself does not need it; the shell does, to keep a partition's minority
+    /// from serving at all. A key's lease alone cannot: a node cut off with the home of a key
+    /// (the key may be homed on itself) keeps confirming that lease, while the majority goes
+    /// on in a new view that re-homes the key. But every member of that view stops answering
+    /// this node's heartbeats once it adopts the view, and a new home serves only after every
+    /// member adopted it and `lease_ticks + lease_revoke_margin_ticks` more passed; the view
+    /// holds a majority of the old one, so at least one of them is among any majority this
+    /// node counts: a node with a quorum is never beside a view that moved on without it.
+    pub fn has_quorum(&self) -> bool {
+        if !self.members.contains(&self.id) {
+            return false;
+        }
+        let confirmed = self
+            .members
+            .iter()
+            .filter(|member| **member == self.id || self.lease_valid(**member))
+            .count();
+        confirmed * 2 > self.members.len()
+    }
+
     /// Pending work.
     pub fn load(&self) -> NodeLoad {
         NodeLoad {
@@ -427,6 +451,32 @@ impl<H: HomeSelector> CacheNode<H> {
     /// As [`CacheNode::read`].
     pub fn evict(&mut self, key: Key) -> Result<OpStep, CacheError> {
         self.submit(key, OpKind::Evict)
+    }
+
+    /// Withdraws the local operation `op` if it has not taken effect: it still waits behind a
+    /// transaction or for a lease. It then never takes effect and never completes (the
+    /// transaction it waited behind goes on without it). Returns whether it was withdrawn;
+    /// `false` when it already took effect (a write that waits only for its write-through
+    /// acknowledgement) or is unknown (finished).
+    ///
+    /// The shell withdraws an operation whose client it answers "unavailable", so that a write
+    /// reported as failed takes effect before that answer or never: not seconds later, after
+    /// the same client's next writes of the key, as a retransmitted request eventually granted
+    /// would otherwise make it.
+    pub fn withdraw(&mut self, op: OpId) -> bool {
+        for txn in self.txns.values_mut() {
+            if let Some(index) = txn.queued.iter().position(|queued| queued.op == op) {
+                txn.queued.remove(index);
+                return true;
+            }
+        }
+        for blocked in self.lease_blocked.values_mut() {
+            if let Some(index) = blocked.iter().position(|(_, queued)| queued.op == op) {
+                blocked.remove(index);
+                return true;
+            }
+        }
+        false
     }
 
     /// Shutdown: evicts every line (writing back the dirty ones). Completes with

@@ -1,8 +1,10 @@
 //! C-09 (core part): a node that cannot hear from a key's home stops serving that key once its
-//! coherence lease runs out, and serves again as soon as the home answers a heartbeat.
+//! coherence lease runs out, and serves again as soon as the home answers a heartbeat; and it
+//! knows when fewer than a majority of its view confirm its leases (the shell then serves
+//! nothing at all).
 
 use crate::common::{Cluster, config};
-use distsync_cache::{CacheConfig, Key, NodeId, OpResult, OpStep};
+use distsync_cache::{CacheConfig, CacheNode, CoherenceMessage, Key, NodeId, OpResult, OpStep};
 
 fn lease_config() -> CacheConfig {
     CacheConfig {
@@ -164,4 +166,40 @@ fn read_hit_serves_only_what_read_would_finish_at_once() {
     assert!(!node.lease_valid_for(&key));
     assert!(node.read_hit(&key).is_none(), "no hit without a lease");
     assert_eq!(cluster.state(1, "k"), distsync_cache::LineState::Shared);
+}
+
+#[test]
+fn a_node_has_a_quorum_only_while_a_majority_of_its_view_confirms_its_lease() {
+    // Proves `has_quorum`: in a view of 3, one other member's answer (with this node) is a
+    // majority; it lasts lease_ticks from the send time of the answered heartbeat; a late
+    // answer to an old heartbeat does not bring it back, a fresh one does; a node outside its
+    // view never has one.
+    let config = lease_config();
+    let members: Vec<NodeId> = [1, 2, 3].map(NodeId).to_vec();
+    let home = |_: &Key| NodeId(2);
+    let mut node = CacheNode::new(NodeId(1), config.clone(), home, members.clone()).unwrap();
+    node.set_members(1, members);
+    assert!(!node.has_quorum(), "nobody answered yet: 1 of 3");
+    node.tick();
+    node.on_message(NodeId(2), CoherenceMessage::HeartbeatAck { sent_tick: 1 });
+    assert!(node.has_quorum(), "2 of 3");
+    for _ in 1..config.lease_ticks {
+        node.tick();
+    }
+    assert!(
+        node.has_quorum(),
+        "lease_ticks - 1 ticks after the heartbeat was sent"
+    );
+    node.tick();
+    assert!(!node.has_quorum(), "the only confirmation ran out");
+    node.on_message(NodeId(3), CoherenceMessage::HeartbeatAck { sent_tick: 1 });
+    assert!(
+        !node.has_quorum(),
+        "an answer to a heartbeat sent too long ago"
+    );
+    let now = 1 + config.lease_ticks;
+    node.on_message(NodeId(3), CoherenceMessage::HeartbeatAck { sent_tick: now });
+    assert!(node.has_quorum(), "a fresh answer");
+    node.set_members(2, [2, 3].map(NodeId).to_vec());
+    assert!(!node.has_quorum(), "not a member");
 }

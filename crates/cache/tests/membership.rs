@@ -349,3 +349,42 @@ fn a_fetch_from_an_older_epoch_does_not_take_the_line() {
     assert!(out.is_empty());
     assert_eq!(cluster.state(1), LineState::Modified);
 }
+
+#[test]
+fn a_view_that_follows_a_removal_before_its_wait_ran_out_waits_as_long() {
+    // Proves a removal's wait is not skipped by a quick second view: node 3 is removed (epoch
+    // 2: the new home waits lease_ticks + margin, so 3 has stopped serving under leases it
+    // still holds), and a joiner is admitted (epoch 3) before that wait ran out. Epoch 3
+    // removes nobody from epoch 2, yet its rebuild must wait too: node 3's leases from the
+    // members of epoch 2 are as valid as before.
+    let config = CacheConfig::default();
+    let wait = config.lease_ticks + config.lease_revoke_margin_ticks;
+    let mut directory = Directory::new(NodeId(1), config).expect("valid config");
+    let report = |directory: &mut Directory, epoch: u64, members: &[u64]| {
+        for member in members {
+            directory.handle_at(
+                NodeId(*member),
+                epoch,
+                CoherenceMessage::Holdings { lines: Vec::new() },
+            );
+        }
+    };
+    directory.set_members(1, [1, 2, 3].map(NodeId).to_vec());
+    report(&mut directory, 1, &[1, 2, 3]);
+    assert!(!directory.is_recovering(), "the first view removes nobody");
+    directory.set_members(2, [1, 2].map(NodeId).to_vec());
+    report(&mut directory, 2, &[1, 2]);
+    directory.tick();
+    assert!(directory.is_recovering(), "waiting for node 3's leases");
+    directory.set_members(3, [1, 2, 4].map(NodeId).to_vec());
+    report(&mut directory, 3, &[1, 2, 4]);
+    for tick in 1..wait {
+        directory.tick();
+        assert!(
+            directory.is_recovering(),
+            "rebuilt {tick} ticks after the reports, before node 3's leases ran out"
+        );
+    }
+    directory.tick();
+    assert!(!directory.is_recovering());
+}

@@ -73,3 +73,55 @@ fn duplicated_messages_change_nothing() {
     assert_eq!(cluster.state(2, "k"), LineState::Shared);
     assert_eq!(value(&cluster.read(1, "k")).as_deref(), Some("v1"));
 }
+
+#[test]
+fn a_write_withdrawn_before_its_grant_never_takes_effect_and_an_applied_one_stays() {
+    // Proves `withdraw` (what the shell does when it answers a client "unavailable"): N2's
+    // write waits for a grant that the partition holds back; withdrawn, it is gone for good —
+    // the grant arrives later and N2 holds the line without having written, and every read
+    // returns the earlier value. A write-through write already applied to an M line is not
+    // withdrawn: it completes once acknowledged.
+    let mut cluster = Cluster::new(2, config(8));
+    cluster.write(1, "k", "v1");
+    let node = cluster.nodes.get_mut(&NodeId(2)).expect("node");
+    let step = node.write(Key::from("k"), "v2".into()).expect("accepted");
+    let op = cluster
+        .queue_step(2, step)
+        .expect("a write miss is pending");
+    cluster.partitioned = Some(NodeId(2));
+    cluster.run();
+    let node = cluster.nodes.get_mut(&NodeId(2)).expect("node");
+    assert!(node.withdraw(op), "it waited behind its transaction");
+    assert!(!node.withdraw(op), "withdrawn once");
+    cluster.partitioned = None;
+    for _ in 0..20 {
+        cluster.tick(1);
+        cluster.tick(2);
+        cluster.run();
+    }
+    assert!(cluster.completions.iter().all(|c| c.op != op), "no answer");
+    assert_eq!(cluster.state(2, "k"), LineState::Modified, "granted anyway");
+    assert_eq!(value(&cluster.read(1, "k")).as_deref(), Some("v1"));
+
+    let mut cluster = Cluster::new(
+        1,
+        distsync_cache::CacheConfig {
+            write_policy: distsync_cache::WritePolicy::WriteThrough,
+            ..config(8)
+        },
+    );
+    cluster.write(1, "k", "v1");
+    let node = cluster.nodes.get_mut(&NodeId(1)).expect("node");
+    let step = node.write(Key::from("k"), "v2".into()).expect("accepted");
+    let op = cluster
+        .queue_step(1, step)
+        .expect("waits for its write-through");
+    let node = cluster.nodes.get_mut(&NodeId(1)).expect("node");
+    assert!(!node.withdraw(op), "applied already");
+    cluster.run();
+    assert_eq!(
+        cluster.take_completion(op),
+        OpResult::Written(distsync_cache::Version(2))
+    );
+    assert_eq!(cluster.backing_value("k").as_deref(), Some("v2"));
+}

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use distsync_cache::{CacheConfig, EvictionPolicy, StoreLimits, WritePolicy};
+use distsync_cache::{CacheConfig, EvictionPolicy, InjectedBugs, StoreLimits, WritePolicy};
 use distsync_server::cache::{
     BackingStore, CacheClusterSpec, CacheEngine, CacheMember, EngineConfig, Membership,
     run_cache_node,
@@ -86,9 +86,34 @@ pub struct CacheServeArgs {
     /// How long one backing-store request may take before it is retried.
     #[arg(long, env = "DISTSYNC_CACHE_STORE_TIMEOUT_MS", default_value_t = 1_000)]
     pub store_timeout_ms: u64,
+    /// Test only: switch on a deliberate bug, so that a black-box test can show its checker
+    /// catches it (a negative control). Never in production.
+    #[arg(long = "test-inject-bug", value_enum, hide = true)]
+    pub inject_bugs: Vec<InjectedBugArg>,
+}
+
+/// The deliberate bugs `--test-inject-bug` can switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InjectedBugArg {
+    /// A home grants M before every sharer acknowledged its invalidation.
+    GrantBeforeInvalidateAcks,
+    /// A node drops an evicted Modified line without writing it back.
+    SkipWriteBackOnEviction,
+    /// A node serves hits after its lease ran out.
+    ServeWithoutLease,
+    /// A node keeps its Shared copies when a lapsed lease is renewed.
+    KeepSharedAfterLeaseLapse,
+    /// A new home rebuilds its directory without the members' reports.
+    RebuildWithoutHoldings,
+    /// A node serves, and its coordinator issues views, without a majority of the view.
+    IgnoreQuorum,
 }
 
 impl CacheServeArgs {
+    fn injects(&self, bug: InjectedBugArg) -> bool {
+        self.inject_bugs.contains(&bug)
+    }
+
     /// The core configuration these flags describe.
     pub fn core_config(&self) -> anyhow::Result<CacheConfig> {
         let defaults = CacheConfig::default();
@@ -112,6 +137,15 @@ impl CacheServeArgs {
             value_bytes_max,
             lease_ticks: self.lease_ticks,
             heartbeat_interval_ticks: (self.lease_ticks / 5).max(1),
+            injected_bugs: InjectedBugs {
+                grant_before_invalidate_acks: self
+                    .injects(InjectedBugArg::GrantBeforeInvalidateAcks),
+                skip_write_back_on_eviction: self.injects(InjectedBugArg::SkipWriteBackOnEviction),
+                serve_without_lease: self.injects(InjectedBugArg::ServeWithoutLease),
+                keep_shared_after_lease_lapse: self
+                    .injects(InjectedBugArg::KeepSharedAfterLeaseLapse),
+                rebuild_without_holdings: self.injects(InjectedBugArg::RebuildWithoutHoldings),
+            },
             ..defaults
         };
         config.validate()?;
@@ -198,7 +232,11 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         query_timeout: Duration::from_millis(500),
         failure_timeout: Duration::from_millis(args.failure_timeout_ms.max(1)),
+        ignore_quorum: args.injects(InjectedBugArg::IgnoreQuorum),
     };
+    if !args.inject_bugs.is_empty() {
+        tracing::warn!(bugs = ?args.inject_bugs, "deliberate bugs switched on (--test-inject-bug): test use only");
+    }
     tracing::info!(?config, store = %args.store, "effective configuration");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

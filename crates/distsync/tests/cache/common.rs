@@ -15,6 +15,7 @@ pub mod client;
 
 pub use client::{CacheClient, CacheClientError};
 
+pub use crate::link::{Faults, Link, LinkState, LinkStats};
 pub use crate::ports::port;
 
 /// One operation's real-time interval and the value it wrote or read (0: absent).
@@ -28,11 +29,26 @@ pub struct Interval {
 /// Freshness and monotonic reads over a history: no read returns a value older than a write
 /// of its key that completed before the read began, and no reader sees a key's value go back.
 /// Values of a key increase with every write. Returns how many reads were checked.
+///
+/// # Panics
+/// At the first violation.
 pub fn check_reads<K: Ord + std::fmt::Debug>(
     writes: &BTreeMap<K, Vec<Interval>>,
     reads_by_reader: &[Vec<(K, Interval)>],
 ) -> usize {
+    let (checked, violations) = read_violations(writes, reads_by_reader);
+    assert!(violations.is_empty(), "{}", violations[0]);
+    checked
+}
+
+/// [`check_reads`] without the panic: how many reads were checked, and every violation
+/// (negative controls count them).
+pub fn read_violations<K: Ord + std::fmt::Debug>(
+    writes: &BTreeMap<K, Vec<Interval>>,
+    reads_by_reader: &[Vec<(K, Interval)>],
+) -> (usize, Vec<String>) {
     let mut checked = 0;
+    let mut violations = Vec::new();
     for reads in reads_by_reader {
         let mut last_seen: BTreeMap<&K, u64> = BTreeMap::new();
         for (key, read) in reads {
@@ -44,21 +60,20 @@ pub fn check_reads<K: Ord + std::fmt::Debug>(
                 .map(|w| w.value)
                 .max()
                 .unwrap_or(0);
-            assert!(
-                read.value >= completed_before,
-                "stale read of {key:?}: {} although {completed_before} completed before it began",
-                read.value
-            );
+            if read.value < completed_before {
+                violations.push(format!(
+                    "stale read of {key:?}: {} although {completed_before} completed before it began",
+                    read.value
+                ));
+            }
             let previous = last_seen.insert(key, read.value).unwrap_or(0);
-            assert!(
-                read.value >= previous,
-                "{key:?}: saw {previous} then {}",
-                read.value
-            );
+            if read.value < previous {
+                violations.push(format!("{key:?}: saw {previous} then {}", read.value));
+            }
             checked += 1;
         }
     }
-    checked
+    (checked, violations)
 }
 
 /// Polls `check` every 10 ms until it returns true or `limit` passes.
@@ -179,47 +194,64 @@ impl Drop for NodeProc {
 /// `n` cache nodes named c1…cn, all started and ready.
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
-    /// How every node was started: `--cluster`, `--store` and the extra flags.
-    spec: String,
+    /// The `--cluster` each node was started with (by name): the same list for every node, or
+    /// with proxied peer addresses when the cluster runs over a [`Mesh`].
+    specs: BTreeMap<String, String>,
+    /// The seeds at their own addresses, which a node joining later is given.
+    seeds: String,
     store: String,
     extra: Vec<String>,
 }
 
+/// Starts one node. Its log goes to the test's stderr at `warn`, or at the level in
+/// `DISTSYNC_TEST_NODE_LOG` (e.g. `info` to see every view a node adopts).
 fn spawn_node(node: &NodeProc, spec: &str, store: &str, extra: &[String]) -> Child {
+    let log = std::env::var("DISTSYNC_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
     Command::new(env!("CARGO_BIN_EXE_distsync"))
         .args(["serve", "cache", "--id", &node.name, "--cluster", spec])
         .args(["--store", store, "--resp", &node.resp])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("starting distsync serve cache")
 }
 
+/// `n` nodes named c1…cn on fresh ports, not started.
+fn plan_nodes(n: usize) -> Vec<NodeProc> {
+    (1..=n)
+        .map(|i| NodeProc {
+            name: format!("c{i}"),
+            http: format!("127.0.0.1:{}", port()),
+            peer: format!("127.0.0.1:{}", port()),
+            resp: format!("127.0.0.1:{}", port()),
+            child: None,
+        })
+        .collect()
+}
+
+/// `NAME=HTTP/PEER,…` with `peer_of(node)` as each node's peer address.
+fn spec_of(nodes: &[NodeProc], peer_of: impl Fn(&NodeProc) -> String) -> String {
+    nodes
+        .iter()
+        .map(|node| format!("{}={}/{}", node.name, node.http, peer_of(node)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Cluster {
     /// Starts `n` nodes with `--store store` plus `extra` flags and waits until each has
     /// reached every other one.
     pub fn start(n: usize, store: &str, extra: &[&str]) -> Cluster {
-        let mut nodes: Vec<NodeProc> = (1..=n)
-            .map(|i| NodeProc {
-                name: format!("c{i}"),
-                http: format!("127.0.0.1:{}", port()),
-                peer: format!("127.0.0.1:{}", port()),
-                resp: format!("127.0.0.1:{}", port()),
-                child: None,
-            })
-            .collect();
-        let spec = nodes
+        let nodes = plan_nodes(n);
+        let spec = spec_of(&nodes, |node| node.peer.clone());
+        let specs = nodes
             .iter()
-            .map(|node| format!("{}={}/{}", node.name, node.http, node.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let extra: Vec<String> = extra.iter().map(|flag| flag.to_string()).collect();
-        for node in &mut nodes {
-            node.child = Some(spawn_node(node, &spec, store, &extra));
-        }
-        for node in &nodes {
+            .map(|node| (node.name.clone(), spec.clone()))
+            .collect();
+        let cluster = Cluster::spawn_all(nodes, specs, store, extra);
+        for node in &cluster.nodes {
             let addr = node.http.clone();
             wait_until(
                 &format!("{} /readyz", node.name),
@@ -227,9 +259,66 @@ impl Cluster {
                 || http_status(&addr, "GET", "/readyz", None) == Some(200),
             );
         }
+        cluster
+    }
+
+    /// Starts `n` nodes whose peer traffic all goes through the proxies of the returned
+    /// [`Mesh`] (each node's `--cluster` names its peers at their proxies; a node's own entry
+    /// is its real address), and waits until each is ready.
+    pub async fn start_meshed(n: usize, store: &str, extra: &[&str]) -> (Cluster, Mesh) {
+        let nodes = plan_nodes(n);
+        let mesh = Mesh::new(&nodes).await;
+        let specs = nodes
+            .iter()
+            .map(|me| {
+                let spec = spec_of(&nodes, |peer| {
+                    if peer.name == me.name {
+                        peer.peer.clone()
+                    } else {
+                        mesh.links[&(me.name.clone(), peer.name.clone())]
+                            .addr
+                            .clone()
+                    }
+                });
+                (me.name.clone(), spec)
+            })
+            .collect();
+        let cluster = Cluster::spawn_all(nodes, specs, store, extra);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &cluster.nodes {
+            let addr = node.http.clone();
+            loop {
+                let probe = addr.clone();
+                let status = tokio::task::spawn_blocking(move || {
+                    http_status(&probe, "GET", "/readyz", None)
+                })
+                .await
+                .expect("readiness probe");
+                if status == Some(200) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} not ready in time", node.name);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        (cluster, mesh)
+    }
+
+    fn spawn_all(
+        mut nodes: Vec<NodeProc>,
+        specs: BTreeMap<String, String>,
+        store: &str,
+        extra: &[&str],
+    ) -> Cluster {
+        let seeds = spec_of(&nodes, |node| node.peer.clone());
+        let extra: Vec<String> = extra.iter().map(|flag| flag.to_string()).collect();
+        for node in &mut nodes {
+            node.child = Some(spawn_node(node, &specs[&node.name], store, &extra));
+        }
         Cluster {
             nodes,
-            spec,
+            specs,
+            seeds,
             store: store.to_string(),
             extra,
         }
@@ -244,11 +333,17 @@ impl Cluster {
             .find(|node| node.name == name)
             .expect("a node of the cluster");
         assert!(node.child.is_none(), "{name} is still running");
-        node.child = Some(spawn_node(node, &self.spec, &self.store, &self.extra));
+        node.child = Some(spawn_node(
+            node,
+            &self.specs[name],
+            &self.store,
+            &self.extra,
+        ));
     }
 
     /// Starts a node `name` that is not in the seeds' `--cluster`: it announces itself at the
-    /// addresses given with `--advertise` and joins the running cluster. Does not wait.
+    /// addresses given with `--advertise` and joins the running cluster. Does not wait. It
+    /// reaches the seeds at their own addresses, never through a [`Mesh`].
     pub fn join(&mut self, name: &str) -> &NodeProc {
         let mut node = NodeProc {
             name: name.to_string(),
@@ -262,7 +357,7 @@ impl Cluster {
             "--advertise".to_string(),
             format!("{}/{}", node.http, node.peer),
         ]);
-        node.child = Some(spawn_node(&node, &self.spec, &self.store, &extra));
+        node.child = Some(spawn_node(&node, &self.seeds, &self.store, &extra));
         self.nodes.push(node);
         self.nodes.last().expect("just pushed")
     }
@@ -291,6 +386,56 @@ impl Cluster {
             .iter()
             .find(|node| node.name == name)
             .expect("a node of the cluster")
+    }
+}
+
+/// The proxies between the nodes of a cluster started with [`Cluster::start_meshed`]: one
+/// framed [`Link`] per ordered pair, `(a, b)` carrying what `a` sends to `b`. Partitions and
+/// message faults are set here.
+pub struct Mesh {
+    links: BTreeMap<(String, String), Link>,
+}
+
+impl Mesh {
+    async fn new(nodes: &[NodeProc]) -> Mesh {
+        let mut links = BTreeMap::new();
+        for from in nodes {
+            for to in nodes.iter().filter(|to| to.name != from.name) {
+                links.insert(
+                    (from.name.clone(), to.name.clone()),
+                    Link::start_framed(to.peer.clone()).await,
+                );
+            }
+        }
+        Mesh { links }
+    }
+
+    /// Applies `faults` to every link (each link draws its own choices from `faults.seed`).
+    pub fn set_faults(&self, faults: Faults) {
+        for (index, link) in self.links.values().enumerate() {
+            link.set_faults(Faults {
+                seed: faults.seed.wrapping_add(index as u64 * 0x1000_0001),
+                ..faults
+            });
+        }
+    }
+
+    /// Puts every link that crosses between `group` and the other nodes, both directions, in
+    /// `state` (`Open` heals the partition).
+    pub async fn partition(&self, group: &[&str], state: LinkState) {
+        for ((from, to), link) in &self.links {
+            if group.contains(&from.as_str()) != group.contains(&to.as_str()) {
+                link.set(state).await;
+            }
+        }
+    }
+
+    /// What every link did, summed.
+    pub fn stats(&self) -> LinkStats {
+        self.links
+            .values()
+            .map(Link::stats)
+            .fold(LinkStats::default(), |sum, stats| sum + stats)
     }
 }
 
@@ -376,12 +521,21 @@ impl Rng {
 
 /// The SWMR check on one coherence view: at most one M/E, and then every other copy I. Unknown
 /// states (a node that did not answer) are skipped.
-pub fn assert_single_writer(states: &std::collections::BTreeMap<String, String>) {
+pub fn assert_single_writer(states: &BTreeMap<String, String>) {
+    if let Some(violation) = single_writer_violation(states) {
+        panic!("{violation}");
+    }
+}
+
+/// What [`assert_single_writer`] would panic with, if anything.
+pub fn single_writer_violation(states: &BTreeMap<String, String>) -> Option<String> {
     let owners = states.values().filter(|s| *s == "M" || *s == "E").count();
     let sharers = states.values().filter(|s| *s == "S").count();
-    assert!(owners <= 1, "more than one owner: {states:?}");
-    assert!(
-        owners == 0 || sharers == 0,
-        "an owner next to a sharer: {states:?}"
-    );
+    if owners > 1 {
+        Some(format!("more than one owner: {states:?}"))
+    } else if owners == 1 && sharers > 0 {
+        Some(format!("an owner next to a sharer: {states:?}"))
+    } else {
+        None
+    }
 }

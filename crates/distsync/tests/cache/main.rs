@@ -4,12 +4,16 @@
 //!
 //! `coherence` checks what every reader sees across nodes (states, freshness, capacity
 //! pressure); `faults` kills a node under write-through; `input` feeds bad requests, bad RESP
-//! frames and a peer that vanishes mid-frame.
+//! frames and a peer that vanishes mid-frame; `network` runs the nodes over proxies that drop,
+//! delay, reorder and partition their messages.
 
 mod coherence;
 mod common;
 mod faults;
 mod input;
+#[path = "../support/link.rs"]
+mod link;
+mod network;
 #[path = "../support/ports.rs"]
 mod ports;
 mod scale;

@@ -6,8 +6,15 @@
 //! at once, in order) and completions (handed to the waiting request's oneshot).
 //!
 //! A request whose transaction cannot finish (its home or the owner of the only copy is dead
-//! or cut off) is answered `node_unavailable` after `op_timeout`; the core keeps retrying and
-//! the operation may still take effect later, exactly like a timed-out write on any store.
+//! or cut off) is answered `node_unavailable` after `op_timeout`, and withdrawn from the core
+//! unless it already took effect ([`CacheNode::withdraw`]): a failed write takes effect before
+//! its answer or never. The transaction it waited behind goes on (retransmitted until
+//! answered).
+//!
+//! A node serves only while a majority of its view confirms its coherence lease
+//! ([`CacheNode::has_quorum`]), checked under the core lock when a request starts (a request
+//! waits up to `op_timeout` for it) and again when it completes; so the minority side of a
+//! partition serves nothing, while the majority moves on in a view without it.
 
 use super::backing::BackingStore;
 use super::membership::{AnnouncedMember, FailureDetector, Membership, MembershipView, ViewMember};
@@ -23,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// A node learned at run time that has been out of the view and silent for this many failure
 /// timeouts is forgotten.
@@ -93,6 +100,9 @@ pub struct EngineConfig {
     pub query_timeout: Duration,
     /// A node not heard from for this long is suspected and left out of the next view.
     pub failure_timeout: Duration,
+    /// Test only (negative controls): serve and issue views without a majority, as a
+    /// partition's minority must never do. Always false outside tests.
+    pub ignore_quorum: bool,
 }
 
 impl EngineConfig {
@@ -111,7 +121,7 @@ pub enum EngineError {
     Refused(#[from] CacheError),
     /// The transaction did not finish in time.
     #[error(
-        "key {key}: no answer within {waited_ms} ms from its home {home} (or from the node holding its only copy); the operation may still take effect"
+        "key {key}: no answer within {waited_ms} ms from its home {home} (or from the node holding its only copy); {outcome}"
     )]
     Unavailable {
         /// The key, for the message.
@@ -120,10 +130,28 @@ pub enum EngineError {
         home: String,
         /// How long the request waited.
         waited_ms: u128,
+        /// Whether the operation took effect (see [`CacheNode::withdraw`]).
+        outcome: &'static str,
     },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// Fewer than a majority of the view's members confirmed this node's coherence lease
+    /// recently: it may be on the minority side of a partition, where the majority may already
+    /// serve its keys in a view without it.
+    #[error(
+        "node {node} cannot confirm it is on the majority side of the cache cluster (fewer than a majority of the {members} members of view {epoch} answered it recently); {outcome}"
+    )]
+    NoQuorum {
+        /// This node.
+        node: String,
+        /// Its view.
+        epoch: u64,
+        /// Members of that view.
+        members: usize,
+        /// Whether the operation took effect.
+        outcome: &'static str,
+    },
     /// The node is not in the current membership view (starting, restarted, or declared dead):
     /// it serves nothing until a view includes it.
     #[error(
@@ -168,7 +196,8 @@ impl CacheOp {
 struct Core {
     node: CacheNode<Membership>,
     directory: Directory,
-    waiters: HashMap<OpId, oneshot::Sender<OpResult>>,
+    /// Per pending request, where to send its result and the view epoch it completed in.
+    waiters: HashMap<OpId, oneshot::Sender<(OpResult, u64)>>,
 }
 
 /// One cache node's shell. Shared by the HTTP handlers, the RESP connections, the tick task and
@@ -192,6 +221,10 @@ pub struct CacheEngine {
     /// In the current view (with this incarnation): serves operations and sends coherence
     /// messages. Changed only under the core lock, together with the view.
     serving: AtomicBool,
+    /// Whether a majority of the view confirmed this node's lease ([`CacheNode::has_quorum`]),
+    /// as of the last tick: what waiting requests watch. Serving decisions read the core itself,
+    /// under its lock.
+    quorum: watch::Sender<bool>,
     /// Latched once this node served in a view of the whole cluster.
     ready: AtomicBool,
     shutting_down: AtomicBool,
@@ -319,7 +352,7 @@ impl Core {
 
 enum Started {
     Done(OpResult),
-    Pending(OpId, oneshot::Receiver<OpResult>),
+    Pending(OpId, oneshot::Receiver<(OpResult, u64)>),
 }
 
 impl CacheEngine {
@@ -348,13 +381,16 @@ impl CacheEngine {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |since| since.as_nanos() as u64)
             .max(1);
-        let detector = FailureDetector::new(
+        let mut detector = FailureDetector::new(
             &config.name,
             incarnation,
             membership.seed_names(),
             config.failure_timeout,
             Instant::now(),
         );
+        if config.ignore_quorum {
+            detector = detector.ignoring_majority();
+        }
         Ok(Arc::new(CacheEngine {
             id,
             config,
@@ -374,6 +410,7 @@ impl CacheEngine {
             detector: Mutex::new(detector),
             last_gossip: Mutex::new(None),
             serving: AtomicBool::new(false),
+            quorum: watch::channel(false).0,
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         }))
@@ -519,6 +556,8 @@ impl CacheEngine {
             let mut out = core.node.set_members(epoch, ids.clone());
             out.extend(core.directory.set_members(epoch, ids));
             self.serving.store(in_view, Ordering::Relaxed);
+            // Every lease was cleared: no quorum until the new view's members answer.
+            self.publish_quorum(core);
             self.metrics
                 .set_view(epoch, self.membership.current().members().count());
             if in_view {
@@ -531,9 +570,19 @@ impl CacheEngine {
     /// Suspects silent nodes, issues a view when this node coordinates and the view is not
     /// what it sees, and gossips the current view every gossip interval.
     fn run_failure_detector(self: &Arc<Self>, now: Instant) {
-        let proposal = {
-            let detector = lock(&self.detector);
-            detector.proposal(&self.membership.current(), now)
+        let current = self.membership.current();
+        // Only a coordinator whose lease a majority of the view confirmed lately may issue the
+        // next view. The detector's own count of live nodes lags by up to the failure timeout
+        // (longer than a lease): a minority coordinator that suspects the far side one node at
+        // a time would otherwise still count the others, issue a view it thinks a majority
+        // holds, and then shrink that view step by step to its own side. Cut off, it loses its
+        // quorum within a lease, long before it suspects anyone. (The boot view has no leases:
+        // there the detector's majority of the seeds decides.)
+        let may_issue = current.epoch() == 0 || self.quorate(&lock(&self.core));
+        let proposal = if may_issue {
+            lock(&self.detector).proposal(&current, now)
+        } else {
+            None
         };
         let mut gossip_now = false;
         if let Some((epoch, members)) = proposal {
@@ -621,7 +670,12 @@ impl CacheEngine {
         let current = self.membership.current().epoch();
         if epoch > current {
             match self.membership.view(epoch, &members) {
-                Ok(view) => self.adopt_view(view),
+                Ok(view) => {
+                    self.adopt_view(view);
+                    // Say so at once: the coordinator admits a node left out of a view only
+                    // once it adopted that view.
+                    self.gossip(None);
+                }
                 Err(error) => tracing::warn!(%from, %error, "view from a peer refused"),
             }
         } else if epoch < current {
@@ -650,7 +704,7 @@ impl CacheEngine {
                     }
                     Outbound::Complete(completion) => {
                         if let Some(waiter) = core.waiters.remove(&completion.op) {
-                            let _ = waiter.send(completion.result);
+                            let _ = waiter.send((completion.result, epoch));
                         }
                     }
                     other => remote.push(other),
@@ -707,8 +761,75 @@ impl CacheEngine {
             let directory_out = core.directory.tick();
             Core::count_directory_out(&directory_out, metrics);
             out.extend(directory_out);
+            self.publish_quorum(core);
             ((), out)
         });
+    }
+
+    /// Whether this node may serve now: it is in its view and a majority of the view confirmed
+    /// its lease (see [`CacheNode::has_quorum`]). Asked under the core lock, so that a lease
+    /// that lapses at a tick stops every later hit.
+    fn quorate(&self, core: &Core) -> bool {
+        self.config.ignore_quorum || core.node.has_quorum()
+    }
+
+    /// Whether this node had a quorum at its last tick.
+    pub fn has_quorum(&self) -> bool {
+        *self.quorum.borrow()
+    }
+
+    fn no_quorum(&self, took_effect: bool) -> EngineError {
+        let view = self.membership.current();
+        EngineError::NoQuorum {
+            node: self.config.name.clone(),
+            epoch: view.epoch(),
+            members: view.members().count(),
+            outcome: if took_effect {
+                "the operation took effect on this node, but may be missing from a view that went on without it"
+            } else {
+                "the operation did not take effect; the node serves again once they answer"
+            },
+        }
+    }
+
+    /// Publishes the core's quorum to the requests that wait for it (under the core lock).
+    fn publish_quorum(&self, core: &Core) {
+        let quorum = self.quorate(core);
+        self.quorum.send_if_modified(|current| {
+            let changed = *current != quorum;
+            *current = quorum;
+            changed
+        });
+    }
+
+    /// Waits until `ready` holds under the core lock, checking whenever the published quorum
+    /// turns true (a view change or a lost heartbeat leaves a node without one for a moment),
+    /// and at least every tick; `Ok(false)` once `give_up` holds, `Err` at `deadline`.
+    async fn await_core(
+        &self,
+        deadline: tokio::time::Instant,
+        mut ready: impl FnMut(&Core) -> bool,
+        mut give_up: impl FnMut(&Core) -> bool,
+    ) -> Result<bool, ()> {
+        let mut quorum = self.quorum.subscribe();
+        loop {
+            {
+                let core = lock(&self.core);
+                if ready(&core) {
+                    return Ok(true);
+                }
+                if give_up(&core) {
+                    return Ok(false);
+                }
+            }
+            let wait = async {
+                let _ = quorum.wait_for(|q| *q).await;
+                tokio::time::sleep(self.config.tick).await;
+            };
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return Err(());
+            }
+        }
     }
 
     async fn run_inbound(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound<PeerMessage>>) {
@@ -727,7 +848,16 @@ impl CacheEngine {
                 PeerMessage::View { incarnation, .. } => Some(*incarnation),
                 _ => None,
             };
-            lock(&self.detector).heard(&sender, incarnation, Instant::now());
+            {
+                let mut detector = lock(&self.detector);
+                detector.heard(&sender, incarnation, Instant::now());
+                if let PeerMessage::View {
+                    epoch, incarnation, ..
+                } = &message
+                {
+                    detector.reported_view(&sender, *incarnation, *epoch);
+                }
+            }
             match message {
                 PeerMessage::Coherence { epoch, message } => {
                     if !self.is_serving() {
@@ -761,10 +891,11 @@ impl CacheEngine {
     /// Ready once this node served in a view of the whole cluster (it stays ready when one
     /// node dies later: the survivors take over its keys).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.is_serving()
+        self.ready.load(Ordering::Relaxed) && self.is_serving() && self.has_quorum()
     }
 
-    /// Runs one read, write or delete; waits at most `op_timeout` for its transaction.
+    /// Runs one read, write or delete; answers within `op_timeout` (waiting for a quorum,
+    /// then for its transaction).
     ///
     /// # Errors
     /// [`EngineError`].
@@ -786,13 +917,9 @@ impl CacheEngine {
         }
         let started_at = Instant::now();
         let label = op.label();
-        let key = op.key().clone();
-        let started = self.start_op(op);
-        let result = match started {
-            Err(error) => Err(EngineError::Refused(error)),
-            Ok(Started::Done(result)) => Ok(result),
-            Ok(Started::Pending(op, receiver)) => self.await_op(&key, op, receiver).await,
-        };
+        let result = self
+            .run_op(op, tokio::time::Instant::now() + self.config.op_timeout)
+            .await;
         match &result {
             Ok(_) => self
                 .metrics
@@ -804,6 +931,42 @@ impl CacheEngine {
         result
     }
 
+    /// Runs `op` once this node has a quorum, and answers it only under a quorum in the view
+    /// it completed in: a write acknowledged without one may be missing from a view that went
+    /// on without this node. Everything within `deadline`.
+    async fn run_op(
+        self: &Arc<Self>,
+        op: CacheOp,
+        deadline: tokio::time::Instant,
+    ) -> Result<OpResult, EngineError> {
+        let key = op.key().clone();
+        let started = loop {
+            let quorate = self.await_core(deadline, |core| self.quorate(core), |_| false);
+            if quorate.await.is_err() {
+                return Err(self.no_quorum(false));
+            }
+            // None: the quorum lapsed in between; wait for it again.
+            if let Some(started) = self.start_op(op.clone())? {
+                break started;
+            }
+        };
+        let (op_id, receiver) = match started {
+            // Checked under the same lock hold as the operation ran.
+            Started::Done(result) => return Ok(result),
+            Started::Pending(op_id, receiver) => (op_id, receiver),
+        };
+        let (result, epoch) = self.await_op(&key, op_id, receiver, deadline).await?;
+        let confirmed = self.await_core(
+            deadline,
+            |core| core.node.epoch() == epoch && self.quorate(core),
+            |core| core.node.epoch() != epoch,
+        );
+        match confirmed.await {
+            Ok(true) => Ok(result),
+            Ok(false) | Err(()) => Err(self.no_quorum(true)),
+        }
+    }
+
     /// The hot path of a read: serves `key` if this node holds it under a valid lease with no
     /// transaction in flight, holding the core lock for one lookup; `None` when the read needs
     /// [`CacheEngine::execute`] (a miss, a lapsed lease, a node not serving). Borrowing the key
@@ -813,7 +976,13 @@ impl CacheEngine {
             return None;
         }
         let started_at = Instant::now();
-        let data = lock(&self.core).node.read_hit(key)?;
+        let data = {
+            let mut core = lock(&self.core);
+            if !self.quorate(&core) {
+                return None;
+            }
+            core.node.read_hit(key)?
+        };
         self.metrics.hits.inc();
         self.metrics
             .observe_op("get", started_at.elapsed().as_secs_f64());
@@ -821,9 +990,14 @@ impl CacheEngine {
     }
 
     /// The synchronous part of an operation: a hit finishes here, on the caller's task.
-    fn start_op(self: &Arc<Self>, op: CacheOp) -> Result<Started, CacheError> {
+    /// `None` when the node has no quorum (nothing happened).
+    fn start_op(self: &Arc<Self>, op: CacheOp) -> Result<Option<Started>, EngineError> {
         let is_read = matches!(op, CacheOp::Get(_));
         let started = self.with_core(|core, metrics| {
+            if !self.quorate(core) {
+                self.publish_quorum(core);
+                return (Ok(None), Vec::new());
+            }
             let key = op.key().clone();
             let (step, out) = core.node_call(Some(&key), metrics, |node| {
                 let step = match op {
@@ -837,47 +1011,59 @@ impl CacheEngine {
                     Ok(OpStep::Pending { op, outbound }) => (Ok(Err(op)), outbound),
                 }
             });
-            let started = step.map(|step| match step {
-                Ok(result) => Started::Done(result),
+            let started = step.map_err(EngineError::Refused).map(|step| match step {
+                Ok(result) => Some(Started::Done(result)),
                 Err(op) => {
                     // Registered before the effects run: a self-delivered grant may finish it.
                     let (sender, receiver) = oneshot::channel();
                     core.waiters.insert(op, sender);
-                    Started::Pending(op, receiver)
+                    Some(Started::Pending(op, receiver))
                 }
             });
             (started, out)
         });
         if is_read {
             match &started {
-                Ok(Started::Done(_)) => {
+                Ok(Some(Started::Done(_))) => {
                     self.metrics.hits.inc();
                 }
-                Ok(Started::Pending(..)) => {
+                Ok(Some(Started::Pending(..))) => {
                     self.metrics.misses.inc();
                 }
-                Err(_) => {}
+                _ => {}
             }
         }
         started
     }
 
+    /// Waits for a pending operation's result and the view epoch it completed in; withdraws
+    /// it at `deadline`.
     async fn await_op(
         &self,
         key: &Key,
         op: OpId,
-        receiver: oneshot::Receiver<OpResult>,
-    ) -> Result<OpResult, EngineError> {
-        match tokio::time::timeout(self.config.op_timeout, receiver).await {
-            Ok(Ok(result)) => Ok(result),
+        receiver: oneshot::Receiver<(OpResult, u64)>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(OpResult, u64), EngineError> {
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(done)) => Ok(done),
             Ok(Err(_)) => Err(EngineError::ShuttingDown),
             Err(_) => {
-                lock(&self.core).waiters.remove(&op);
+                let withdrawn = {
+                    let mut core = lock(&self.core);
+                    core.waiters.remove(&op);
+                    core.node.withdraw(op)
+                };
                 let view = self.membership.current();
                 Err(EngineError::Unavailable {
                     key: String::from_utf8_lossy(key).into_owned(),
                     home: view.name_of(view.home_of(key)),
                     waited_ms: self.config.op_timeout.as_millis(),
+                    outcome: if withdrawn {
+                        "it did not take effect and never will"
+                    } else {
+                        "it took effect on this node; its write to the backing store is still in flight"
+                    },
                 })
             }
         }
@@ -953,7 +1139,7 @@ impl CacheEngine {
             None => true,
             Some(receiver) => matches!(
                 tokio::time::timeout(limit, receiver).await,
-                Ok(Ok(OpResult::Flushed))
+                Ok(Ok((OpResult::Flushed, _)))
             ),
         }
     }

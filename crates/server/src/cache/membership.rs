@@ -5,8 +5,9 @@
 //! Homes come from the consistent-hash ring over the names of the current view's members. The
 //! view `(epoch, members)` changes at run time: the [`FailureDetector`] suspects a silent node,
 //! the coordinator (the live member of the current view that sorts first) issues a view without
-//! it, or with a node that came back or joined, and every node adopts the highest epoch it hears
-//! of; a dead node's keys thereby move to the next node on the ring, and a new node takes over
+//! it, or with a node that came back or joined — only while it hears a majority of the current
+//! view, so a partition's minority never goes on as a cluster of its own — and every node adopts
+//! the highest epoch it hears of; a dead node's keys thereby move to the next node on the ring, and a new node takes over
 //! its share of the ring.
 //!
 //! The roster (every node this one may talk to) starts as the `--cluster` list (the seeds) and
@@ -514,9 +515,12 @@ impl HomeSelector for Membership {
 /// silent for `timeout` is suspected. The coordinator is the live member of the current view
 /// that sorts first by name (of the seeds, before the first view); only it issues views, so
 /// every node adopts the same `(epoch, members)`. A node that is not a member never
-/// coordinates: a joining node is admitted by the coordinator of the view it joins. Epochs carry
-/// the issuer's slot, so two members that both believe they coordinate (a partition) never issue
-/// the same epoch; the higher epoch wins everywhere.
+/// coordinates: a joining node is admitted by the coordinator of the view it joins. A
+/// coordinator issues a view only while it hears a majority of the current view's members (of
+/// the seeds, before the first view; members that said they leave do not count), so of two
+/// sides of a partition at most one moves on. Epochs carry the issuer's slot, so two members
+/// that both believe they coordinate (a partition whose sides overlap) never issue the same
+/// epoch; the higher epoch wins everywhere.
 #[derive(Debug)]
 pub struct FailureDetector {
     own: String,
@@ -532,7 +536,16 @@ pub struct FailureDetector {
     heard: BTreeMap<String, (Instant, Option<u64>)>,
     /// When each node learned at run time was learned.
     learned: BTreeMap<String, Instant>,
+    /// Nodes that said they leave, with the incarnation that left: they no longer count
+    /// towards a view's majority.
+    departed: BTreeMap<String, u64>,
+    /// Per other node, the newest view epoch it said it adopted, and the incarnation that said
+    /// so: a node outside the current view is admitted only once it adopted that view.
+    adopted: BTreeMap<String, (u64, u64)>,
     highest_counter: u64,
+    /// Issue views without a majority of the current one (an injected bug, for negative
+    /// controls only).
+    ignore_majority: bool,
 }
 
 impl FailureDetector {
@@ -559,8 +572,18 @@ impl FailureDetector {
             known,
             heard: BTreeMap::new(),
             learned: BTreeMap::new(),
+            departed: BTreeMap::new(),
+            adopted: BTreeMap::new(),
             highest_counter: 0,
+            ignore_majority: false,
         }
+    }
+
+    /// Test only (negative controls): issue views without a majority, as a partition's
+    /// minority must never do.
+    pub fn ignoring_majority(mut self) -> Self {
+        self.ignore_majority = true;
+        self
     }
 
     /// A node announced itself at `now`: it is watched (and may be admitted) from now on.
@@ -575,6 +598,8 @@ impl FailureDetector {
         self.known.remove(name);
         self.heard.remove(name);
         self.learned.remove(name);
+        self.departed.remove(name);
+        self.adopted.remove(name);
     }
 
     /// `name` said its incarnation `incarnation` is leaving: it counts as dead from now on,
@@ -586,6 +611,7 @@ impl FailureDetector {
             .is_some_and(|(_, heard)| heard.is_none_or(|heard| heard == incarnation))
         {
             self.heard.remove(name);
+            self.departed.insert(name.to_string(), incarnation);
         }
     }
 
@@ -602,6 +628,44 @@ impl FailureDetector {
         if incarnation.is_some() {
             entry.1 = incarnation;
         }
+        if let Some(incarnation) = incarnation
+            && self
+                .departed
+                .get(name)
+                .is_some_and(|left| *left != incarnation)
+        {
+            // A new life of a node that left: it counts again.
+            self.departed.remove(name);
+        }
+    }
+
+    /// `name`, in its incarnation `incarnation`, gossiped that it adopted the view `epoch`.
+    pub fn reported_view(&mut self, name: &str, incarnation: u64, epoch: u64) {
+        if !self.known.contains(name) {
+            return;
+        }
+        let entry = self
+            .adopted
+            .entry(name.to_string())
+            .or_insert((incarnation, epoch));
+        if entry.0 == incarnation {
+            entry.1 = entry.1.max(epoch);
+        } else {
+            *entry = (incarnation, epoch);
+        }
+    }
+
+    /// Whether the live node `name` (in `incarnation`) may be a member of the view after
+    /// `current`: a member of `current` stays; any other node must have adopted `current`
+    /// first. A node left out of a view drops every line when it adopts that view; admitted
+    /// to a later one before it heard of its exclusion, it would carry lines from before it
+    /// into a view whose homes rebuilt without them and may have granted them elsewhere since.
+    fn admissible(&self, current: &MembershipView, name: &str, incarnation: u64) -> bool {
+        name == self.own
+            || current.includes(name, incarnation)
+            || self.adopted.get(name).is_some_and(|(adopter, epoch)| {
+                *adopter == incarnation && *epoch >= current.epoch()
+            })
     }
 
     /// When `name` was last heard, or learned if it was never heard.
@@ -666,10 +730,36 @@ impl FailureDetector {
             .collect()
     }
 
+    /// Whether `live` holds a majority of the members of `current` (of the seeds, before the
+    /// first view), not counting members that said they leave. Only then may a coordinator
+    /// issue the next view: two sides of a partition cannot both hold a majority, so the
+    /// minority keeps its view (and, without a quorum of leases, serves nothing) instead of
+    /// going on as a cluster of its own beside the majority.
+    fn sees_majority(&self, current: &MembershipView, live: &[(String, u64)]) -> bool {
+        let voters: Vec<String> = if current.epoch() == 0 {
+            self.seeds.clone()
+        } else {
+            current
+                .view_members()
+                .into_iter()
+                .filter(|member| self.departed.get(&member.name) != Some(&member.incarnation))
+                .map(|member| member.name)
+                .collect()
+        };
+        let reachable = voters
+            .iter()
+            .filter(|voter| live.iter().any(|(name, _)| name == *voter))
+            .count();
+        reachable * 2 > voters.len()
+    }
+
     /// The view this node issues now, if it coordinates and `current` is not what it sees:
     /// `(epoch, members)`. At boot it waits until it heard every seed or the timeout passed, so
     /// a cluster starting together begins with one full view. Members keep their slots; a
-    /// newcomer gets the lowest slot no member of `current` holds.
+    /// newcomer gets the lowest slot no member of `current` holds, once it adopted `current`.
+    /// It needs a majority of `current` alive; the engine asks only while a majority of
+    /// `current` also confirmed this node's lease lately (which this count, lagging by up to
+    /// the timeout, cannot tell).
     pub fn proposal(
         &self,
         current: &MembershipView,
@@ -690,6 +780,9 @@ impl FailureDetector {
         {
             return None;
         }
+        if !self.ignore_majority && !self.sees_majority(current, &live) {
+            return None;
+        }
         let mut taken: BTreeSet<u8> = current
             .view_members()
             .iter()
@@ -697,6 +790,9 @@ impl FailureDetector {
             .collect();
         let mut members = Vec::with_capacity(live.len());
         for (name, incarnation) in live {
+            if !self.admissible(current, &name, incarnation) {
+                continue;
+            }
             let slot = match current.slot_of(&name) {
                 Some(slot) => slot,
                 None => {
@@ -788,6 +884,18 @@ mod tests {
             .collect()
     }
 
+    /// What the engine does with a `View` gossip of `name`: it is heard, and its view noted.
+    fn gossip(
+        detector: &mut FailureDetector,
+        name: &str,
+        incarnation: u64,
+        epoch: u64,
+        at: Instant,
+    ) {
+        detector.heard(name, Some(incarnation), at);
+        detector.reported_view(name, incarnation, epoch);
+    }
+
     fn names_of(members: &[ViewMember]) -> Vec<&str> {
         members.iter().map(|m| m.name.as_str()).collect()
     }
@@ -804,8 +912,8 @@ mod tests {
         let t0 = Instant::now();
         let mut c1 = FailureDetector::new("c1", 11, names(), timeout, t0);
         assert_eq!(c1.proposal(&membership.current(), t0), None, "boot waits");
-        c1.heard("c2", Some(22), t0);
-        c1.heard("c3", Some(33), t0);
+        gossip(&mut c1, "c2", 22, 0, t0);
+        gossip(&mut c1, "c3", 33, 0, t0);
         let (epoch, members) = c1.proposal(&membership.current(), t0).unwrap();
         assert_eq!(epoch, epoch_of(1, 0));
         assert_eq!(members.len(), 3);
@@ -813,11 +921,15 @@ mod tests {
         assert!(view.includes("c3", 33) && !view.includes("c3", 34));
         assert_eq!(c1.proposal(&view, t0), None, "nothing changed");
         let later = t0 + Duration::from_millis(150);
-        c1.heard("c2", Some(22), later);
+        gossip(&mut c1, "c2", 22, epoch, later);
         let (next, members) = c1.proposal(&view, later).unwrap();
         assert!(next > epoch);
         assert_eq!(names_of(&members), ["c1", "c2"]);
-        c1.heard("c3", Some(34), later);
+        // A new life of c3 is admitted once it adopted the view (so it holds nothing from it).
+        gossip(&mut c1, "c3", 34, 0, later);
+        let (_, members) = c1.proposal(&view, later).unwrap();
+        assert_eq!(names_of(&members), ["c1", "c2"], "c3 still booting");
+        gossip(&mut c1, "c3", 34, epoch, later);
         let (_, members) = c1.proposal(&view, later).unwrap();
         assert!(members.contains(&ViewMember {
             name: "c3".into(),
@@ -847,22 +959,22 @@ mod tests {
         let t0 = Instant::now();
         let seed_names = || ["c1", "c2", "c3"].map(String::from);
         let mut c1 = FailureDetector::new("c1", 11, seed_names(), timeout, t0);
-        c1.heard("c2", Some(22), t0);
-        c1.heard("c3", Some(33), t0);
+        gossip(&mut c1, "c2", 22, 0, t0);
+        gossip(&mut c1, "c3", 33, 0, t0);
         let (epoch, boot) = c1.proposal(&at_c1.current(), t0).unwrap();
         let view = at_c1.view(epoch, &boot).unwrap();
 
         // The joiner hears the cluster's view; it is not a member, so it does not propose.
         let mut a9 = FailureDetector::new("a9", 99, seed_names(), timeout, t0);
         for (name, incarnation) in [("c1", 11), ("c2", 22), ("c3", 33)] {
-            a9.heard(name, Some(incarnation), t0);
+            gossip(&mut a9, name, incarnation, epoch, t0);
         }
         let view_at_joiner = at_joiner.view(epoch, &boot).unwrap();
         assert_eq!(a9.coordinator(&view_at_joiner, t0), "c1");
         assert_eq!(a9.proposal(&view_at_joiner, t0), None);
 
         // A stranger's messages count only once it is learned.
-        c1.heard("a9", Some(99), t0);
+        gossip(&mut c1, "a9", 99, epoch, t0);
         assert_eq!(
             c1.proposal(&view, t0),
             None,
@@ -874,7 +986,7 @@ mod tests {
             "known"
         );
         c1.learn("a9", t0);
-        c1.heard("a9", Some(99), t0);
+        gossip(&mut c1, "a9", 99, epoch, t0);
         let (admitted, members) = c1.proposal(&view, t0).unwrap();
         assert!(admitted > epoch);
         assert_eq!(names_of(&members), ["a9", "c1", "c2", "c3"]);
@@ -905,6 +1017,98 @@ mod tests {
             names_of(&members).contains(&"c2"),
             "an older life leaving evicts no one"
         );
+    }
+
+    #[test]
+    fn only_a_coordinator_that_hears_a_majority_issues_a_view() {
+        // Proves the majority rule: of 5 members split 2 | 3, c1 (which coordinates its side,
+        // being first by name) issues nothing, c3 issues the view of the 3; members that said
+        // they leave do not count, so 3 -> 1 by two announced departures still goes on, while
+        // two silent members stop it; at boot a majority of the seeds is needed as well.
+        let names = ["c1", "c2", "c3", "c4", "c5"];
+        let seeds = members(&names);
+        let membership = Membership::new(seeds.clone(), &seeds[0]).unwrap();
+        let timeout = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let detector = |own: &str, incarnation: u64| {
+            FailureDetector::new(own, incarnation, names.map(String::from), timeout, t0)
+        };
+        let mut c1 = detector("c1", 1);
+        for (i, name) in names.iter().enumerate().skip(1) {
+            gossip(&mut c1, name, i as u64 + 1, 0, t0);
+        }
+        let (epoch, all) = c1.proposal(&membership.current(), t0).unwrap();
+        let view = membership.view(epoch, &all).unwrap();
+
+        let later = t0 + Duration::from_millis(150);
+        gossip(&mut c1, "c2", 2, epoch, later);
+        assert_eq!(c1.coordinator(&view, later), "c1");
+        assert_eq!(c1.proposal(&view, later), None, "2 of 5: the minority");
+        let mut c3 = detector("c3", 3);
+        for (name, incarnation) in [("c4", 4), ("c5", 5)] {
+            gossip(&mut c3, name, incarnation, epoch, later);
+        }
+        assert_eq!(c3.coordinator(&view, later), "c3");
+        let (_, majority) = c3.proposal(&view, later).unwrap();
+        assert_eq!(names_of(&majority), ["c3", "c4", "c5"]);
+        let lenient = detector("c1", 1).ignoring_majority();
+        assert!(
+            lenient.proposal(&view, later).is_some(),
+            "the negative control's bug"
+        );
+
+        // A view of 3 shrinks to 1 when the two others leave, not when they fall silent.
+        let three = membership.view(epoch + 256, &all[..3]).unwrap();
+        let mut alone = detector("c1", 1);
+        assert_eq!(alone.proposal(&three, later), None, "c2 and c3 silent");
+        gossip(&mut alone, "c2", 2, epoch + 256, t0);
+        gossip(&mut alone, "c3", 3, epoch + 256, t0);
+        alone.left("c2", 2);
+        alone.left("c3", 3);
+        let (_, members) = alone.proposal(&three, later).unwrap();
+        assert_eq!(names_of(&members), ["c1"]);
+
+        // Boot: after the timeout, a majority of the seeds, not whoever was heard.
+        let boot = membership.current();
+        let mut early = detector("c1", 1);
+        gossip(&mut early, "c2", 2, 0, later);
+        assert_eq!(early.proposal(&boot, later), None, "2 of 5 seeds");
+        gossip(&mut early, "c3", 3, 0, later);
+        let (_, members) = early.proposal(&boot, later).unwrap();
+        assert_eq!(names_of(&members), ["c1", "c2", "c3"]);
+    }
+
+    #[test]
+    fn a_node_left_out_of_a_view_is_admitted_again_only_once_it_adopted_that_view() {
+        // Proves the return rule: c3, cut off, is left out of the next view; heard again while
+        // it still has the old one (it missed its exclusion, as after a partition heals before
+        // the view reached it), it is not admitted, since it still holds lines of the old view
+        // that the new homes rebuilt without; once it reports the new view (having dropped
+        // them), it is.
+        let seeds = members(&["c1", "c2", "c3"]);
+        let membership = Membership::new(seeds.clone(), &seeds[0]).unwrap();
+        let timeout = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut c1 =
+            FailureDetector::new("c1", 1, ["c1", "c2", "c3"].map(String::from), timeout, t0);
+        gossip(&mut c1, "c2", 2, 0, t0);
+        gossip(&mut c1, "c3", 3, 0, t0);
+        let (epoch, all) = c1.proposal(&membership.current(), t0).unwrap();
+        let full = membership.view(epoch, &all).unwrap();
+        let later = t0 + Duration::from_millis(150);
+        gossip(&mut c1, "c2", 2, epoch, later);
+        let (next, two) = c1.proposal(&full, later).unwrap();
+        assert_eq!(names_of(&two), ["c1", "c2"]);
+        let without_c3 = membership.view(next, &two).unwrap();
+        gossip(&mut c1, "c3", 3, epoch, later);
+        assert_eq!(
+            c1.proposal(&without_c3, later),
+            None,
+            "c3 still in the old view"
+        );
+        gossip(&mut c1, "c3", 3, next, later);
+        let (_, three) = c1.proposal(&without_c3, later).unwrap();
+        assert_eq!(names_of(&three), ["c1", "c2", "c3"]);
     }
 
     #[test]

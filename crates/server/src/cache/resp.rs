@@ -179,7 +179,8 @@ fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
         EngineError::Refused(_) => "BUSY",
         EngineError::Unavailable { .. }
         | EngineError::ShuttingDown
-        | EngineError::NotInView { .. } => "TRYAGAIN",
+        | EngineError::NotInView { .. }
+        | EngineError::NoQuorum { .. } => "TRYAGAIN",
     };
     error(out, &format!("{prefix} {failure}"));
 }

@@ -42,7 +42,8 @@ pub fn api_error(error: EngineError) -> ApiError {
         EngineError::Refused(CacheError::InvalidConfig(_)) => ErrorCode::Internal,
         EngineError::Unavailable { .. }
         | EngineError::ShuttingDown
-        | EngineError::NotInView { .. } => ErrorCode::NodeUnavailable,
+        | EngineError::NotInView { .. }
+        | EngineError::NoQuorum { .. } => ErrorCode::NodeUnavailable,
     };
     ApiError::new(code, error.to_string())
 }
@@ -96,7 +97,7 @@ async fn get_key(
         (status = 400, body = ErrorBody, description = "invalid_request: bad key or body"),
         (status = 413, body = ErrorBody, description = "payload_too_large: the value exceeds --value-bytes-max or the body 1 MiB"),
         (status = 429, body = ErrorBody, description = "limit_exceeded"),
-        (status = 503, body = ErrorBody, description = "node_unavailable: the write may still take effect"),
+        (status = 503, body = ErrorBody, description = "node_unavailable: the key's home (or its owner) did not answer in time, or this node is cut off from a majority of the cluster; the message says whether the write took effect (if not, it never will)"),
     ))]
 async fn put_key(
     State(engine): State<Arc<CacheEngine>>,
@@ -196,6 +197,7 @@ pub fn stats_of(engine: &CacheEngine) -> CacheStats {
         view_epoch: view.epoch(),
         view_members: view.names(),
         in_view: engine.is_serving(),
+        quorum: engine.has_quorum(),
     }
 }
 
@@ -215,7 +217,7 @@ async fn readyz(State(engine): State<Arc<CacheEngine>>) -> Response {
     } else {
         ApiError::new(
             ErrorCode::NodeUnavailable,
-            "not in a cache view yet (every node must be reached once), or left out of the current one",
+            "not in a cache view yet (every node must be reached once), left out of the current one, or cut off from a majority of it",
         )
         .into_response()
     }
