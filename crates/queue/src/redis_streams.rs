@@ -194,6 +194,48 @@ fn bad_reply(what: &str, value: &Value) -> BackendError {
     BackendError::Other(format!("unexpected reply to {what}: {value:?}"))
 }
 
+/// `XREADGROUP GROUP group consumer COUNT count STREAMS stream from`: `>` for new entries,
+/// `0` for the consumer's own pending ones.
+fn xreadgroup(stream: &str, group: &str, consumer: &str, count: usize, from: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(from);
+    cmd
+}
+
+/// The `(id, delivery count)` of each entry of an extended `XPENDING` reply.
+fn pending_counts(reply: &Value) -> Result<Vec<(StreamId, u64)>, BackendError> {
+    let items = as_array(reply).ok_or_else(|| bad_reply("XPENDING", reply))?;
+    items
+        .iter()
+        .map(|item| {
+            let Some([id, _owner, _idle, delivered]) = as_array(item) else {
+                return Err(bad_reply("XPENDING entry", item));
+            };
+            Ok((as_id(id)?, as_u64(delivered).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Deliveries of `entries`, each with its count in `counts` (an entry missing there was
+/// pending, hence delivered at least twice now).
+fn deliveries(entries: Vec<RawEntry>, counts: &HashMap<StreamId, u64>) -> Vec<Delivery> {
+    entries
+        .into_iter()
+        .map(|(id, fields)| Delivery {
+            id,
+            entry: entry_from_fields(&fields),
+            delivery_count: counts.get(&id).copied().unwrap_or(2),
+        })
+        .collect()
+}
+
 fn as_string(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
@@ -431,17 +473,7 @@ impl StreamBackend for RedisStreams {
         count: usize,
     ) -> Result<Vec<Delivery>, BackendError> {
         let reply = self
-            .query(
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(group)
-                    .arg(consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("STREAMS")
-                    .arg(stream)
-                    .arg(">"),
-            )
+            .query(&xreadgroup(stream, group, consumer, count, ">"))
             .await?;
         Ok(parse_read_reply(&reply)?
             .into_iter()
@@ -466,15 +498,7 @@ impl StreamBackend for RedisStreams {
         // counts just incremented.
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(group)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg("0")
+            .add_command(xreadgroup(stream, group, consumer, count, "0"))
             .cmd("XPENDING")
             .arg(stream)
             .arg(group)
@@ -488,24 +512,9 @@ impl StreamBackend for RedisStreams {
                 "own-pending transaction reply: {replies:?}"
             )));
         };
-        let items = as_array(pending).ok_or_else(|| bad_reply("XPENDING", pending))?;
-        let mut counts = HashMap::with_capacity(items.len());
-        for item in items {
-            let fields = as_array(item).ok_or_else(|| bad_reply("XPENDING entry", item))?;
-            let [id, _owner, _idle, delivered] = fields else {
-                return Err(bad_reply("XPENDING entry", item));
-            };
-            counts.insert(as_id(id)?, as_u64(delivered).unwrap_or(0));
-        }
+        let counts = pending_counts(pending)?.into_iter().collect();
         // Entries deleted from the stream come back with nil fields and uncounted: skipped.
-        Ok(parse_read_reply(read)?
-            .into_iter()
-            .map(|(id, fields)| Delivery {
-                id,
-                entry: entry_from_fields(&fields),
-                delivery_count: counts.get(&id).copied().unwrap_or(2),
-            })
-            .collect())
+        Ok(deliveries(parse_read_reply(read)?, &counts))
     }
 
     async fn claim_idle(
@@ -529,31 +538,22 @@ impl StreamBackend for RedisStreams {
                     .arg(count),
             )
             .await?;
-        let items = as_array(&reply).ok_or_else(|| bad_reply("XPENDING", &reply))?;
-        if items.is_empty() {
+        let pending = pending_counts(&reply)?;
+        if pending.is_empty() {
             return Ok(Vec::new());
         }
-        let mut counts = HashMap::with_capacity(items.len());
         let mut claim = redis::cmd("XCLAIM");
         claim.arg(stream).arg(group).arg(consumer).arg(min_idle_ms);
-        for item in items {
-            let fields = as_array(item).ok_or_else(|| bad_reply("XPENDING entry", item))?;
-            let [id, _owner, _idle, delivered] = fields else {
-                return Err(bad_reply("XPENDING entry", item));
-            };
-            let id = as_id(id)?;
-            counts.insert(id, as_u64(delivered).unwrap_or(0) + 1);
+        for (id, _) in &pending {
             claim.arg(id.to_string());
         }
-        let claimed = self.query(&claim).await?;
-        Ok(parse_entries(&claimed)?
+        // XCLAIM increments the counters XPENDING reported just before.
+        let counts = pending
             .into_iter()
-            .map(|(id, fields)| Delivery {
-                id,
-                entry: entry_from_fields(&fields),
-                delivery_count: counts.get(&id).copied().unwrap_or(2),
-            })
-            .collect())
+            .map(|(id, delivered)| (id, delivered + 1))
+            .collect();
+        let claimed = self.query(&claim).await?;
+        Ok(deliveries(parse_entries(&claimed)?, &counts))
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64, BackendError> {

@@ -158,21 +158,11 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// SIGTERM, then waits for the exit: the node writes back its Modified lines and tells
-    /// the others it leaves.
+    /// SIGTERM, then waits for a clean exit: the node writes back its Modified lines and
+    /// tells the others it leaves.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("running kill");
-            assert!(status.success(), "SIGTERM {}", self.name);
-            let exit = child.wait().expect("reaping cache node");
-            assert!(
-                exit.success(),
-                "{} exited with {exit} after SIGTERM",
-                self.name
-            );
+        if let Some(child) = self.child.take() {
+            crate::process::terminate(child, &self.name);
         }
     }
 

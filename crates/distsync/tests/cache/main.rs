@@ -16,4 +16,6 @@ mod link;
 mod network;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/process.rs"]
+mod process;
 mod scale;

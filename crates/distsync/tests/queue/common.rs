@@ -257,32 +257,11 @@ impl NodeProc {
         self.spawn(&addr);
     }
 
-    /// SIGTERM, then waits (at most 30 s) for a clean exit: the node stops accepting and
-    /// finishes the requests it has, long-polls included.
+    /// SIGTERM, then waits for a clean exit: the node stops accepting and finishes the
+    /// requests it has, long-polls included.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("running kill");
-            assert!(status.success(), "SIGTERM {}", self.addr);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let exit = loop {
-                if let Some(exit) = child.try_wait().expect("polling the node") {
-                    break exit;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{} did not exit within 30 s of SIGTERM", self.addr);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            assert!(
-                exit.success(),
-                "{} exited with {exit} after SIGTERM",
-                self.addr
-            );
+        if let Some(child) = self.child.take() {
+            crate::process::terminate(child, &self.addr);
         }
     }
 }

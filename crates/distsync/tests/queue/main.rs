@@ -14,5 +14,7 @@ mod faults;
 mod link;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/process.rs"]
+mod process;
 mod ring;
 mod trim;

@@ -153,6 +153,34 @@ impl StreamState {
             delivery_count: count,
         })
     }
+
+    /// Hands pending entries `(id, new delivery count)` to `consumer` again, as of `at_ms`:
+    /// their counts and idle times change in the log (unsynced, like every delivery).
+    fn redeliver(
+        &mut self,
+        group: String,
+        consumer: String,
+        picked: Vec<(StreamId, u64)>,
+        at_ms: u64,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deliveries = picked
+            .iter()
+            .filter_map(|(id, count)| self.delivery(*id, *count))
+            .collect();
+        self.record(
+            Op::Deliver {
+                group,
+                consumer,
+                ids: picked.into_iter().map(|(id, _)| id).collect(),
+                at_ms,
+            },
+            false,
+        )?;
+        Ok(deliveries)
+    }
 }
 
 fn file_name(stream: &str) -> String {
@@ -364,23 +392,7 @@ impl StreamBackend for FileStreams {
                     .filter(|(id, _)| state.entries.contains_key(id))
                     .map(|(id, p)| (*id, p.count + 1))
                     .collect();
-                if own.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let deliveries = own
-                    .iter()
-                    .filter_map(|(id, count)| state.delivery(*id, *count))
-                    .collect();
-                state.record(
-                    Op::Deliver {
-                        group,
-                        consumer,
-                        ids: own.into_iter().map(|(id, _)| id).collect(),
-                        at_ms: now_ms(),
-                    },
-                    false,
-                )?;
-                Ok(deliveries)
+                state.redeliver(group, consumer, own, now_ms())
             })
             .await?;
         found.ok_or(BackendError::NoGroup)
@@ -408,23 +420,7 @@ impl StreamBackend for FileStreams {
                 .take(count)
                 .map(|(id, p)| (*id, p.count + 1))
                 .collect();
-            if claimed.is_empty() {
-                return Ok(Vec::new());
-            }
-            let deliveries = claimed
-                .iter()
-                .filter_map(|(id, count)| state.delivery(*id, *count))
-                .collect();
-            state.record(
-                Op::Deliver {
-                    group,
-                    consumer,
-                    ids: claimed.into_iter().map(|(id, _)| id).collect(),
-                    at_ms: now,
-                },
-                false,
-            )?;
-            Ok(deliveries)
+            state.redeliver(group, consumer, claimed, now)
         })
         .await
     }
