@@ -108,25 +108,30 @@ def distsync_leader(cluster):
     return status and status.get("leader_id")
 
 
-def run_bench(bin_path, cluster, workload, clients, seconds, command, progress):
+def bench(bin_path, cluster, workload, clients, seconds):
+    """One `distsync bench lock` run; returns its argv and its JSON answer."""
     argv = [bin_path, "--log", "warn", "bench", "lock", "--system", cluster.system,
             "--targets", ",".join(cluster.targets), "--clients", str(clients),
             "--duration", f"{seconds}s", "--json"] + WORKLOADS[workload]
-    print(f"[{progress}] {cluster.system} {cluster.nodes} node(s), {workload}, "
-          f"{clients} client(s)", file=sys.stderr, flush=True)
-    load_before = benchlib.load_average()
     out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{shlex.join(argv)} failed: {out.stderr.strip()[:500]}")
-    raw = json.loads(out.stdout)
+    return argv, json.loads(out.stdout)
+
+
+def run_bench(bin_path, cluster, workload, clients, seconds, command, progress):
+    print(f"[{progress}] {cluster.system} {cluster.nodes} node(s), {workload}, "
+          f"{clients} client(s)", file=sys.stderr, flush=True)
+    load_before = benchlib.load_average()
+    argv, raw = bench(bin_path, cluster, workload, clients, seconds)
     params = {
         "mode": raw["mode"],
         "contended": raw["contended"],
         "warmup_s": 1,
         "targets": len(cluster.targets),
-        "bench_command": shlex.join([os.path.relpath(argv[0], benchlib.ROOT)] + argv[1:]),
     }
     extra = {
+        "bench_command": shlex.join([os.path.relpath(argv[0], benchlib.ROOT)] + argv[1:]),
         "acquire_latency_ms": raw["acquire_ms"],
         "load_average_before": load_before,
         "load_average_after": benchlib.load_average(),
@@ -230,35 +235,39 @@ def main():
     workloads = args.workloads.split(",")
     command = benchlib.script_command()
     seconds = str(args.seconds)
-    # Every cluster runs for the whole script (idle ones cost little), and each configuration is
-    # measured on distsync and etcd back to back, so both see the same machine load.
+    # One cluster runs at a time: idle clusters are not free (heartbeats, ticks, etcd's
+    # housekeeping on the same two cores), and one-client latency is mostly wake-up latency, so
+    # a run next to idle clusters measures them too. Each system and size is measured alone,
+    # after an unrecorded warm-up run (elections, start-up fsyncs, cold caches).
     plan = []
     for nodes in nodes_list:
-        for workload in workloads:
-            for count in clients:
-                for system in systems:
-                    if system == "etcd" and workload == "shared-heavy":
-                        continue
-                    plan.append((system, nodes, workload, count))
+        for system in systems:
+            runs = [(workload, count) for workload in workloads for count in clients
+                    if not (system == "etcd" and workload == "shared-heavy")]
+            plan.append((system, nodes, runs))
     if "etcd" in systems and "shared-heavy" in workloads:
         print("etcd has no shared locks: shared-heavy runs against distsync only",
               file=sys.stderr)
+    total = sum(len(runs) for _, _, runs in plan)
     results = []
     work = tempfile.mkdtemp(prefix="distsync-bench-lock-")
-    clusters = {}
     started = time.monotonic()
+    cluster = None
     try:
-        for system in systems:
-            for nodes in nodes_list:
-                base = args.base_port + (0 if system == "distsync" else 200) + nodes * 10
-                clusters[(system, nodes)] = (
-                    start_distsync(args.bin, nodes, base, work) if system == "distsync"
-                    else start_etcd(nodes, base, work))
-        for index, (system, nodes, workload, count) in enumerate(plan):
-            results.append(run_bench(args.bin, clusters[(system, nodes)], workload, count,
-                                     seconds, command, f"{index + 1}/{len(plan)}"))
+        for system, nodes, runs in plan:
+            base = args.base_port + (0 if system == "distsync" else 200) + nodes * 10
+            cluster = (start_distsync(args.bin, nodes, base, work) if system == "distsync"
+                       else start_etcd(nodes, base, work))
+            print(f"warm-up: {system} {nodes} node(s), 2 s, unrecorded", file=sys.stderr,
+                  flush=True)
+            bench(args.bin, cluster, "uncontended", 4, "2")
+            for workload, count in runs:
+                results.append(run_bench(args.bin, cluster, workload, count, seconds, command,
+                                         f"{len(results) + 1}/{total}"))
+            cluster.stop()
+            cluster = None
     finally:
-        for cluster in clusters.values():
+        if cluster is not None:
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s; "

@@ -6,24 +6,27 @@
 #   usage: scripts/perf-report.sh [--quick] [--seconds N] [--trials N] [--messages N]
 #                                 [--raft-seconds N] [--render-only]
 #     --quick         smoke run: 2 s per run, 5 failover trials, 20 000 queue messages
-#     --seconds N     length of each lock/cache run (default 10)
+#     --seconds N     length of each cache run (default 10)
+#     --lock-seconds N  length of each lock run (default 5: 60 runs, distsync and etcd, 1/3/5 nodes)
 #     --trials N      failover trials (default 20)
 #     --messages N    queue messages per publish-batch-100 run (default 100000)
 #     --raft-seconds  criterion measurement time per raft case (default 5)
 #     --render-only   skip the benchmarks; redraw charts, README.md and the PDF from the JSON
 #
+# The profile step needs perf (apt-get install linux-perf) and inferno (cargo install inferno).
 # Every step prints its name and start time. A benchmark script that does not exist on this
 # branch is reported as MISSING here and in the report; a step that fails is reported as FAILED
 # and the script exits non-zero after the report is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode=full seconds=10 trials=20 messages=100000 samples=1000 raft_seconds=5 raft_samples=20
+mode=full seconds=10 lock_seconds=5 trials=20 messages=100000 samples=1000 raft_seconds=5 raft_samples=20
 render_only=false
 while [ $# -gt 0 ]; do
     case $1 in
-        --quick) mode=quick seconds=2 trials=5 messages=20000 samples=200 raft_seconds=1 raft_samples=10 ;;
+        --quick) mode=quick seconds=2 lock_seconds=2 trials=5 messages=20000 samples=200 raft_seconds=1 raft_samples=10 ;;
         --seconds) seconds=$2; shift ;;
+        --lock-seconds) lock_seconds=$2; shift ;;
         --trials) trials=$2; shift ;;
         --messages) messages=$2; shift ;;
         --raft-seconds) raft_seconds=$2; shift ;;
@@ -48,8 +51,8 @@ failed=0 missing=0
 # The planned steps: name | script that must exist | command.
 plan=(
     "build||cargo build --release --quiet -p distsync -p distsync-report"
-    "lock|scripts/bench-lock.sh|scripts/bench-lock.sh $seconds"
-    "lock-vs-etcd|scripts/bench-lock-vs-etcd.sh|scripts/bench-lock-vs-etcd.sh $seconds"
+    "lock|scripts/bench-lock-vs-etcd.py|scripts/bench-lock-vs-etcd.py --seconds $lock_seconds --nodes 3,1,5 --bin $DISTSYNC_BIN"
+    "profile|scripts/profile-lock.py|scripts/profile-lock.py --bin $DISTSYNC_BIN"
     "failover|scripts/bench-failover.py|scripts/bench-failover.py --trials $trials --bin $DISTSYNC_BIN"
     "queue|scripts/bench-queue.sh|scripts/bench-queue.sh $messages $samples"
     "cache|scripts/bench-cache.sh|scripts/bench-cache.sh $seconds"
@@ -86,7 +89,8 @@ for entry in "${plan[@]}"; do
     fi
     ms=$((($(date +%s%N) - s0) / 1000000))
     files=$(($(count_runs) - before))
-    if [ "$name" != build ] && [ "$status" = ok ] && [ "$files" -eq 0 ]; then
+    # build and profile write no result file (the profile is an SVG under docs/performance/profiles/).
+    if [ "$name" != build ] && [ "$name" != profile ] && [ "$status" = ok ] && [ "$files" -eq 0 ]; then
         printf '!!! %s wrote no result file into %s (does its script write the schema yet?)\n' "$name" "$runs" >&2
     fi
     record "$name" "$status" "$ms" "$files" "$command"

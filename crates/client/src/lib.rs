@@ -1,5 +1,7 @@
-//! Typed Rust client for the distsync lock service.
+//! Typed Rust clients for distsync: [`Client`] for the lock service, [`queue::QueueClient`] and
+//! [`cache::CacheClient`] for the other two. They share [`ClientError`].
 //!
+//! Lock service:
 //! - Any node serves any request (followers forward to the leader); the client rotates through
 //!   the endpoints it was given when one is down or answers `no_leader`, and retries with
 //!   backoff until a deadline.
@@ -8,6 +10,9 @@
 //! - A [`Session`] keeps itself alive in the background; a [`LockGuard`] releases its lock when
 //!   dropped.
 #![warn(missing_docs)]
+
+pub mod cache;
+pub mod queue;
 
 use distsync_api::{
     AcquireRequest, AcquireResponse, ClusterStatus, CreateSessionRequest, ErrorBody, ErrorCode,
@@ -33,8 +38,9 @@ pub enum ClientError {
         /// The error body.
         body: ErrorBody,
     },
-    /// No endpoint could be reached before the retry deadline.
-    #[error("no endpoint answered within the retry deadline: {0}")]
+    /// No endpoint could be reached (within the retry deadline, where the client retries), or a
+    /// request named a node the client was not given.
+    #[error("no endpoint reachable: {0}")]
     Unavailable(String),
     /// The answer was not what the API promises.
     #[error("unexpected answer: {0}")]
@@ -49,6 +55,16 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The HTTP client of the queue and cache clients: a short connect timeout, so a node that is
+/// down costs little before the next one is tried, and up to `idle_per_host` kept connections.
+fn failover_http_client(idle_per_host: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .pool_max_idle_per_host(idle_per_host)
+        .build()
+        .expect("a client without TLS or proxies always builds")
 }
 
 /// Client settings.

@@ -6,10 +6,10 @@
 //! The cache part speaks plain HTTP/JSON (`/v1/cache/{key}`, `/coherence`, `/v1/stats`), so this
 //! module does not depend on the cache crates.
 
-use crate::queue::client::QueueClient;
 use anyhow::{Context, bail};
 use clap::Args;
 use distsync_api::{ClusterStatus, ErrorCode, LockMode, PublishMessage, ReceiveRequest};
+use distsync_client::queue::QueueClient;
 use distsync_client::{Client, ClientConfig, ClientError, LockGuard, Session};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -261,10 +261,10 @@ impl<'a> Report<'a> {
                 "lock",
                 |g| !is_failover(&g.key.scenario),
                 "pairs/s",
-                "scripts/bench-lock.sh",
+                "scripts/bench-lock-vs-etcd.py",
             )?,
             "lock_vs_etcd" => {
-                self.versus("lock", "etcd", Nodes::Same, "scripts/bench-lock-vs-etcd.sh")
+                self.versus("lock", "etcd", Nodes::Same, "scripts/bench-lock-vs-etcd.py")
             }
             "failover" => self.failover()?,
             "queue" => self.queue()?,
@@ -445,17 +445,17 @@ impl<'a> Report<'a> {
             (
                 "Locks: uncontended, contended, shared-heavy against clients",
                 self.has(|g| g.key.service == "lock" && !is_failover(&g.key.scenario)),
-                "scripts/bench-lock.sh",
+                "scripts/bench-lock-vs-etcd.py",
             ),
             (
                 "Locks: five-node cluster",
                 self.has(|g| g.key.service == "lock" && g.key.nodes == Some(5)),
-                "scripts/bench-lock.sh",
+                "scripts/bench-lock-vs-etcd.py",
             ),
             (
                 "Locks: etcd with the same clients",
                 self.has(|g| g.key.service == "lock" && g.key.system == "etcd"),
-                "scripts/bench-lock-vs-etcd.sh",
+                "scripts/bench-lock-vs-etcd.py",
             ),
             (
                 "Failover after SIGKILL of the leader",
@@ -1284,7 +1284,7 @@ impl<'a> Report<'a> {
         if rows == 0 {
             return not_measured(
                 "Single node against distributed",
-                "scripts/bench-lock.sh, scripts/bench-queue.sh, scripts/bench-cache.sh",
+                "scripts/bench-lock-vs-etcd.py, scripts/bench-queue.sh, scripts/bench-cache.sh",
             );
         }
         out
@@ -1332,7 +1332,7 @@ impl<'a> Report<'a> {
         if rows == 0 {
             return not_measured(
                 "Scaling against clients (three or more client counts)",
-                "scripts/bench-lock.sh, scripts/bench-cache.sh",
+                "scripts/bench-lock-vs-etcd.py, scripts/bench-cache.sh",
             );
         }
         out

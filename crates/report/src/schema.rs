@@ -184,10 +184,13 @@ impl BenchRun {
     }
 
     /// Every parameter as `k=v`, sorted, for grouping repeats of one configuration.
+    /// `bench_command` is left out: older lock files carry the exact command line (binary path,
+    /// ports) there, which says how a run was made, not what was measured.
     pub fn params_label(&self) -> String {
         let mut parts: Vec<String> = self
             .params
             .iter()
+            .filter(|(k, _)| k.as_str() != "bench_command")
             .map(|(k, v)| format!("{k}={}", value_text(v)))
             .collect();
         parts.sort();

@@ -138,10 +138,10 @@ fn missing_data_says_what_to_run() {
         "{{lock}}\n{{lock_vs_etcd}}\n{{cache}}\n{{raft}}\n{{failover}}",
     );
     assert!(
-        md.contains("not measured yet: run `scripts/bench-lock.sh`"),
+        md.contains("not measured yet: run `scripts/bench-lock-vs-etcd.py`"),
         "{md}"
     );
-    assert!(md.contains("not measured yet: run `scripts/bench-lock-vs-etcd.sh`"));
+    assert!(md.contains("not measured yet: run `scripts/bench-lock-vs-etcd.py`"));
     assert!(md.contains("not measured yet: run `scripts/bench-cache.sh`"));
     assert!(md.contains("not measured yet: run `scripts/bench-raft.sh`"));
     // SIGKILL failover is in the fixtures; the partition-heal variant is not.

@@ -3,9 +3,9 @@
 //! (`--mode load`). `--mode coherence` measures the coherence traffic one write causes when
 //! `--sharers` other nodes hold the key Shared, from the nodes' counter deltas.
 
-use super::client::CacheClient;
 use anyhow::Context;
 use clap::Args;
+use distsync_client::cache::CacheClient;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
 //! `distsync cache get|put|delete|coherence|stats`.
 
-use super::client::CacheClient;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use distsync_client::cache::CacheClient;
 
 /// `distsync cache …`: talk to cache nodes.
 #[derive(Debug, Args)]

@@ -1,10 +1,10 @@
 //! `distsync bench queue`: publish throughput, consume+ack throughput and end-to-end latency
 //! against running queue nodes.
 
-use super::client::QueueClient;
 use anyhow::{Context, bail};
 use clap::Args;
 use distsync_api::{PublishMessage, ReceiveRequest};
+use distsync_client::queue::QueueClient;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

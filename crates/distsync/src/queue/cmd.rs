@@ -1,9 +1,9 @@
 //! `distsync queue publish|consume|stats`.
 
-use super::client::{QueueClient, Start};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use distsync_api::{PublishMessage, ReceiveRequest};
+use distsync_client::queue::{QueueClient, Start};
 
 /// `distsync queue …`: talk to queue nodes.
 #[derive(Debug, Args)]

@@ -2,6 +2,5 @@
 //! `distsync bench queue`.
 
 pub mod bench;
-pub mod client;
 pub mod cmd;
 pub mod serve;

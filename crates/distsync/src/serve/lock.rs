@@ -29,8 +29,10 @@ pub struct LockServeArgs {
     /// Start outside the membership and wait to be added (POST /v1/cluster/members).
     #[arg(long, env = "DISTSYNC_JOIN")]
     pub join: bool,
-    /// Minimum election timeout; each election draws from [t, 2t).
-    #[arg(long, env = "DISTSYNC_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    /// Minimum election timeout; each election draws from [t, 2t). The default keeps the time
+    /// from a leader's crash to the next grant under 1 s even when one split vote forces a second
+    /// election (detection up to 2t, then up to 2t again).
+    #[arg(long, env = "DISTSYNC_ELECTION_TIMEOUT_MS", default_value_t = 200)]
     pub election_timeout_ms: u64,
     /// Leader heartbeat interval.
     #[arg(long, env = "DISTSYNC_HEARTBEAT_MS", default_value_t = 50)]

@@ -10,10 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../src/cache/client.rs"]
-pub mod client;
-
-pub use client::{CacheClient, CacheClientError};
+pub use distsync_client::ClientError;
+pub use distsync_client::cache::CacheClient;
 
 pub use crate::link::{Faults, Link, LinkState, LinkStats};
 pub use crate::ports::port;

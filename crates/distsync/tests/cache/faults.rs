@@ -1,7 +1,7 @@
 //! A node dies (SIGKILL) under write-through: the others keep serving, nothing acknowledged is
 //! lost from the backing store, and a request that needs the dead node fails in bounded time.
 
-use super::common::{CacheClientError, Cluster, RedisProc, Rng, await_view, redis_command};
+use super::common::{ClientError, Cluster, RedisProc, Rng, await_view, redis_command};
 use distsync_api::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ async fn killing_a_node_under_write_through_loses_nothing_acknowledged() {
                     assert_eq!(&entry.value, value, "{key} on {node}");
                     served += 1;
                 }
-                Err(CacheClientError::Api { status: 503, body }) if !independent_of_c3 => {
+                Err(ClientError::Api { status: 503, body }) if !independent_of_c3 => {
                     assert_eq!(body.code, ErrorCode::NodeUnavailable);
                 }
                 other => panic!(
@@ -99,7 +99,7 @@ async fn await_value(
                 assert_eq!(entry.value, expected, "{key} on {node}: lost or stale");
                 return;
             }
-            Err(CacheClientError::Api { status: 503, body }) => {
+            Err(ClientError::Api { status: 503, body }) => {
                 assert_eq!(body.code, ErrorCode::NodeUnavailable);
             }
             other => panic!("{key} on {node}: {other:?}"),

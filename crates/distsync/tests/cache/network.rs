@@ -17,7 +17,7 @@
 //! state of every key forms one consistent cut.
 
 use super::common::{
-    CacheClient, CacheClientError, Cluster, Faults, Interval, LinkState, RedisProc, await_view,
+    CacheClient, ClientError, Cluster, Faults, Interval, LinkState, RedisProc, await_view,
     read_violations, single_writer_violation,
 };
 use distsync_api::ErrorCode;
@@ -77,8 +77,8 @@ impl Op {
     }
 }
 
-fn tolerated(error: &CacheClientError) -> bool {
-    matches!(error, CacheClientError::Api { status: 503, body } if body.code == ErrorCode::NodeUnavailable)
+fn tolerated(error: &ClientError) -> bool {
+    matches!(error, ClientError::Api { status: 503, body } if body.code == ErrorCode::NodeUnavailable)
 }
 
 /// A tiny xorshift64* generator for the load's choices.

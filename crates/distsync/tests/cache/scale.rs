@@ -3,7 +3,7 @@
 //! are never restarted and no reader ever sees a stale value.
 
 use super::common::{
-    CacheClient, CacheClientError, Cluster, Interval, RedisProc, Rng, await_view, check_reads,
+    CacheClient, ClientError, Cluster, Interval, RedisProc, Rng, await_view, check_reads,
 };
 use distsync_api::ErrorCode;
 use std::collections::BTreeMap;
@@ -17,8 +17,8 @@ const FAILURE_TIMEOUT_MS: u64 = 3_000;
 
 /// An error a request may meet while views change: 503 `node_unavailable`. Anything else fails
 /// the test.
-fn tolerated(error: &CacheClientError) -> bool {
-    matches!(error, CacheClientError::Api { status: 503, body } if body.code == ErrorCode::NodeUnavailable)
+fn tolerated(error: &ClientError) -> bool {
+    matches!(error, ClientError::Api { status: 503, body } if body.code == ErrorCode::NodeUnavailable)
 }
 
 /// A key (of the form `prefix-N`) whose home is `home`, asked through `via`.

@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../src/queue/client.rs"]
-pub mod client;
-
-pub use client::{ClientError, QueueClient};
+pub use distsync_client::ClientError;
+pub use distsync_client::queue::QueueClient;
 
 /// Which backend a behavioural test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

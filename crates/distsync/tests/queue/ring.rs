@@ -232,7 +232,7 @@ async fn queue_node_joining_and_leaving_under_load_moves_nothing_and_loses_nothi
     let answered: Vec<&ClientError> = ledger
         .retried
         .iter()
-        .filter(|e| !matches!(e, ClientError::Unreachable(_)))
+        .filter(|e| !matches!(e, ClientError::Unavailable(_)))
         .collect();
     eprintln!(
         "Q-11: newcomer published={newcomer_published} delivered={newcomer_delivered}; leaver published={leaver_published}; leave to drained {:?}; retried client errors={} ({} error answers); total {:?}",

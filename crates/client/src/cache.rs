@@ -1,31 +1,16 @@
-//! A small cache client over HTTP, used by the CLI, the benchmark and the tests.
+//! The cache service's client: get, put, delete, coherence views and statistics.
 //!
 //! Endpoints are `NAME=HOST:PORT` (or bare `HOST:PORT`). A request either names its node (to
 //! read or write through that node's local copy) or goes to the current node, moving to the next
 //! one when a node cannot be reached. An HTTP error answer is the answer, never failed over.
 
+use crate::ClientError;
 use distsync_api::{
     CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView, ErrorBody,
 };
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheClientError {
-    /// The node answered with an error body.
-    #[error("{status}: {} ({:?})", body.message, body.code)]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The error body.
-        body: ErrorBody,
-    },
-    /// No node could be reached (or the named node is unknown).
-    #[error("no cache node reachable: {0}")]
-    Unreachable(String),
-}
 
 /// One cache node's HTTP endpoint.
 #[derive(Clone, Debug)]
@@ -64,11 +49,7 @@ impl CacheClient {
     /// A client for `endpoints`.
     pub fn new(endpoints: &[String]) -> Self {
         CacheClient {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("a client without TLS or proxies always builds"),
+            http: crate::failover_http_client(256),
             endpoints: endpoints.iter().map(|e| parse_endpoint(e)).collect(),
             current: AtomicUsize::new(0),
             timeout: Duration::from_secs(10),
@@ -104,7 +85,7 @@ impl CacheClient {
         suffix: &[&str],
         path: &str,
         body: Option<&CachePutRequest>,
-    ) -> Result<(u16, String), CacheClientError> {
+    ) -> Result<(u16, String), ClientError> {
         let order: Vec<usize> = match node {
             Some(name) => {
                 let index = self
@@ -112,7 +93,7 @@ impl CacheClient {
                     .iter()
                     .position(|e| e.name.as_deref() == Some(name))
                     .ok_or_else(|| {
-                        CacheClientError::Unreachable(format!(
+                        ClientError::Unavailable(format!(
                             "no endpoint named {name:?} (give --endpoints NAME=HOST:PORT,…)"
                         ))
                     })?;
@@ -142,47 +123,46 @@ impl CacheClient {
                     let text = response
                         .text()
                         .await
-                        .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+                        .map_err(|e| ClientError::Unavailable(format!("{url}: {e}")))?;
                     return Ok((status, text));
                 }
                 Err(error) => last = format!("{url}: {error}"),
             }
         }
-        Err(CacheClientError::Unreachable(last))
+        Err(ClientError::Unavailable(last))
     }
 
-    fn decode<T: DeserializeOwned>(status: u16, text: &str) -> Result<T, CacheClientError> {
+    fn decode<T: DeserializeOwned>(status: u16, text: &str) -> Result<T, ClientError> {
         if (200..300).contains(&status) {
-            serde_json::from_str(text).map_err(|e| {
-                CacheClientError::Unreachable(format!("undecodable answer ({e}): {text}"))
-            })
+            serde_json::from_str(text)
+                .map_err(|e| ClientError::Protocol(format!("undecodable answer ({e}): {text}")))
         } else {
             Err(Self::error(status, text))
         }
     }
 
-    fn error(status: u16, text: &str) -> CacheClientError {
+    fn error(status: u16, text: &str) -> ClientError {
         match serde_json::from_str::<ErrorBody>(text) {
-            Ok(body) => CacheClientError::Api { status, body },
-            Err(_) => CacheClientError::Unreachable(format!("{status}: {text}")),
+            Ok(body) => ClientError::Api { status, body },
+            Err(_) => ClientError::Protocol(format!("{status}: {text}")),
         }
     }
 
     /// Reads `key`; `None` when it has no value.
     ///
     /// # Errors
-    /// [`CacheClientError`].
+    /// [`ClientError`].
     pub async fn get(
         &self,
         key: &str,
         node: Option<&str>,
-    ) -> Result<Option<CacheEntry>, CacheClientError> {
+    ) -> Result<Option<CacheEntry>, ClientError> {
         let (status, text) = self
             .call(reqwest::Method::GET, node, Some(key), &[], "", None)
             .await?;
         if status == 404 {
             let error = Self::error(status, &text);
-            if let CacheClientError::Api { body, .. } = &error
+            if let ClientError::Api { body, .. } = &error
                 && body.code == distsync_api::ErrorCode::NotFound
             {
                 return Ok(None);
@@ -195,13 +175,13 @@ impl CacheClient {
     /// Writes `value` under `key`.
     ///
     /// # Errors
-    /// [`CacheClientError`].
+    /// [`ClientError`].
     pub async fn put(
         &self,
         key: &str,
         value: &str,
         node: Option<&str>,
-    ) -> Result<CachePutResponse, CacheClientError> {
+    ) -> Result<CachePutResponse, ClientError> {
         let body = CachePutRequest {
             value: value.to_string(),
         };
@@ -214,8 +194,8 @@ impl CacheClient {
     /// Deletes `key`.
     ///
     /// # Errors
-    /// [`CacheClientError`].
-    pub async fn delete(&self, key: &str, node: Option<&str>) -> Result<(), CacheClientError> {
+    /// [`ClientError`].
+    pub async fn delete(&self, key: &str, node: Option<&str>) -> Result<(), ClientError> {
         let (status, text) = self
             .call(reqwest::Method::DELETE, node, Some(key), &[], "", None)
             .await?;
@@ -229,12 +209,12 @@ impl CacheClient {
     /// Every node's state of `key`.
     ///
     /// # Errors
-    /// [`CacheClientError`].
+    /// [`ClientError`].
     pub async fn coherence(
         &self,
         key: &str,
         node: Option<&str>,
-    ) -> Result<CoherenceView, CacheClientError> {
+    ) -> Result<CoherenceView, ClientError> {
         let (status, text) = self
             .call(
                 reqwest::Method::GET,
@@ -251,8 +231,8 @@ impl CacheClient {
     /// A node's statistics.
     ///
     /// # Errors
-    /// [`CacheClientError`].
-    pub async fn stats(&self, node: Option<&str>) -> Result<CacheStats, CacheClientError> {
+    /// [`ClientError`].
+    pub async fn stats(&self, node: Option<&str>) -> Result<CacheStats, ClientError> {
         let (status, text) = self
             .call(reqwest::Method::GET, node, None, &[], "/v1/stats", None)
             .await?;
@@ -262,8 +242,8 @@ impl CacheClient {
     /// Statistics of the endpoint at `index`.
     ///
     /// # Errors
-    /// [`CacheClientError`].
-    pub async fn stats_at(&self, index: usize) -> Result<CacheStats, CacheClientError> {
+    /// [`ClientError`].
+    pub async fn stats_at(&self, index: usize) -> Result<CacheStats, ClientError> {
         let (status, text) = self.get_path_at(index, "/v1/stats").await?;
         Self::decode(status, &text)
     }
@@ -272,8 +252,8 @@ impl CacheClient {
     /// reads the per-kind directory message counters there, which `/v1/stats` does not carry.
     ///
     /// # Errors
-    /// [`CacheClientError`].
-    pub async fn metrics_at(&self, index: usize) -> Result<String, CacheClientError> {
+    /// [`ClientError`].
+    pub async fn metrics_at(&self, index: usize) -> Result<String, ClientError> {
         let (status, text) = self.get_path_at(index, "/metrics").await?;
         if (200..300).contains(&status) {
             Ok(text)
@@ -282,11 +262,7 @@ impl CacheClient {
         }
     }
 
-    async fn get_path_at(
-        &self,
-        index: usize,
-        path: &str,
-    ) -> Result<(u16, String), CacheClientError> {
+    async fn get_path_at(&self, index: usize, path: &str) -> Result<(u16, String), ClientError> {
         let base = &self.endpoints[index].base;
         let url = format!("{base}{path}");
         let response = self
@@ -295,12 +271,12 @@ impl CacheClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+            .map_err(|e| ClientError::Unavailable(format!("{url}: {e}")))?;
         let status = response.status().as_u16();
         let text = response
             .text()
             .await
-            .map_err(|e| CacheClientError::Unreachable(format!("{url}: {e}")))?;
+            .map_err(|e| ClientError::Unavailable(format!("{url}: {e}")))?;
         Ok((status, text))
     }
 }

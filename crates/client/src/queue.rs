@@ -1,9 +1,10 @@
-//! A small queue client over HTTP with node failover, used by the CLI and the benchmark.
+//! The queue service's client: publish, receive, ack, nack, statistics and a consumer loop.
 //!
 //! Any queue node serves any request, so the client keeps a list of nodes and moves to the
 //! next one when a node cannot be reached. Only connection failures fail over; an HTTP error
 //! answer (4xx, or 503 `shard_unavailable`) is the answer.
 
+use crate::ClientError;
 use distsync_api::{
     AckRequest, AckResponse, ErrorBody, NackRequest, NackResponse, PublishMessage, PublishRequest,
     PublishResponse, QueueStats, ReceiveRequest, ReceiveResponse,
@@ -12,22 +13,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The node answered with an error body.
-    #[error("{status}: {} ({:?})", body.message, body.code)]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The error body.
-        body: ErrorBody,
-    },
-    /// No node could be reached.
-    #[error("no queue node reachable: {0}")]
-    Unreachable(String),
-}
 
 /// How a consumer loop ([`QueueClient::consume`]) starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +49,7 @@ impl QueueClient {
             })
             .collect();
         QueueClient {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .pool_max_idle_per_host(64)
-                .build()
-                .expect("a client without TLS or proxies always builds"),
+            http: crate::failover_http_client(64),
             nodes,
             current: AtomicUsize::new(0),
         }
@@ -101,10 +82,10 @@ impl QueueClient {
                     let bytes = response
                         .bytes()
                         .await
-                        .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+                        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
                     if status.is_success() {
                         return serde_json::from_slice(&bytes).map_err(|e| {
-                            ClientError::Unreachable(format!(
+                            ClientError::Protocol(format!(
                                 "bad answer from {}: {e}",
                                 self.nodes[index]
                             ))
@@ -126,7 +107,7 @@ impl QueueClient {
                 }
             }
         }
-        Err(ClientError::Unreachable(last))
+        Err(ClientError::Unavailable(last))
     }
 
     /// Publishes messages; returns their ids.
