@@ -154,6 +154,13 @@ fn opt(v: Option<u32>) -> String {
     v.map_or("–".into(), |v| v.to_string())
 }
 
+// The scripts that produce each service's result files, named where a result is missing.
+const LOCK_SCRIPT: &str = "scripts/bench-lock-vs-etcd.py";
+const FAILOVER_SCRIPT: &str = "scripts/bench-failover.py";
+const QUEUE_SCRIPT: &str = "scripts/bench-queue.sh";
+const CACHE_SCRIPT: &str = "scripts/bench-cache.sh";
+const RAFT_SCRIPT: &str = "scripts/bench-raft.sh";
+
 fn not_measured(what: &str, command: &str) -> String {
     format!("_{what}: not measured yet: run `{command}`._\n")
 }
@@ -261,16 +268,14 @@ impl<'a> Report<'a> {
                 "lock",
                 |g| !is_failover(&g.key.scenario),
                 "pairs/s",
-                "scripts/bench-lock-vs-etcd.py",
+                LOCK_SCRIPT,
             )?,
-            "lock_vs_etcd" => {
-                self.versus("lock", "etcd", Nodes::Same, "scripts/bench-lock-vs-etcd.py")
-            }
+            "lock_vs_etcd" => self.versus("lock", "etcd", Nodes::Same, LOCK_SCRIPT),
             "failover" => self.failover()?,
             "queue" => self.queue()?,
             "cache" => self.cache()?,
             // One redis-server stands against every cache cluster size.
-            "cache_vs_redis" => self.versus("cache", "redis", Nodes::Any, "scripts/bench-cache.sh"),
+            "cache_vs_redis" => self.versus("cache", "redis", Nodes::Any, CACHE_SCRIPT),
             "cache_hit_ratio" => self.cache_hit_ratio()?,
             "cache_coherence" => self.cache_coherence()?,
             "raft" => self.raft(),
@@ -445,37 +450,37 @@ impl<'a> Report<'a> {
             (
                 "Locks: uncontended, contended, shared-heavy against clients",
                 self.has(|g| g.key.service == "lock" && !is_failover(&g.key.scenario)),
-                "scripts/bench-lock-vs-etcd.py",
+                LOCK_SCRIPT,
             ),
             (
                 "Locks: five-node cluster",
                 self.has(|g| g.key.service == "lock" && g.key.nodes == Some(5)),
-                "scripts/bench-lock-vs-etcd.py",
+                LOCK_SCRIPT,
             ),
             (
                 "Locks: etcd with the same clients",
                 self.has(|g| g.key.service == "lock" && g.key.system == "etcd"),
-                "scripts/bench-lock-vs-etcd.py",
+                LOCK_SCRIPT,
             ),
             (
                 "Failover after SIGKILL of the leader",
                 self.has(|g| is_failover(&g.key.scenario) && !g.key.scenario.contains("partition")),
-                "scripts/bench-failover.py",
+                FAILOVER_SCRIPT,
             ),
             (
                 "Failover after a partition heals",
                 self.has(|g| is_failover(&g.key.scenario) && g.key.scenario.contains("partition")),
-                "scripts/bench-failover.py",
+                FAILOVER_SCRIPT,
             ),
             (
                 "Queue: publish batch sizes, consume+ack, end-to-end latency",
                 self.has(|g| g.key.service == "queue" && g.key.system == "distsync"),
-                "scripts/bench-queue.sh",
+                QUEUE_SCRIPT,
             ),
             (
                 "Queue: redis-benchmark XADD ceiling",
                 self.has(|g| g.key.service == "queue" && g.key.scenario == "xadd-ceiling"),
-                "scripts/bench-queue.sh",
+                QUEUE_SCRIPT,
             ),
             (
                 "Cache: Zipfian read-heavy and write-heavy, node counts",
@@ -484,7 +489,7 @@ impl<'a> Report<'a> {
                         && g.key.system == "distsync"
                         && cache_kind(&g.key.scenario) == CacheKind::Load
                 }),
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ),
             (
                 "Cache: hit ratio against capacity (LRU, LFU)",
@@ -494,7 +499,7 @@ impl<'a> Report<'a> {
                         && g.param_f64("capacity").is_some()
                         && g.first().extra_f64("hit_ratio").is_some()
                 }),
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ),
             (
                 "Cache: coherence traffic per write against sharers",
@@ -503,7 +508,7 @@ impl<'a> Report<'a> {
                         && cache_kind(&g.key.scenario) == CacheKind::Coherence
                         && g.first().extra_f64("coherence_msgs_per_write").is_some()
                 }),
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ),
             (
                 "Cache: redis-benchmark against a cache node and redis-server",
@@ -516,12 +521,12 @@ impl<'a> Report<'a> {
                                 && ours.key.scenario == g.key.scenario
                         })
                 }),
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ),
             (
                 "Raft core commit throughput",
                 self.has(|g| g.key.service == "raft"),
-                "scripts/bench-raft.sh",
+                RAFT_SCRIPT,
             ),
         ];
         let mut out = String::from("| scenario | status |\n|---|---|\n");
@@ -699,13 +704,13 @@ impl<'a> Report<'a> {
         if !groups.iter().any(|g| !g.key.scenario.contains("partition")) {
             out.push_str(&not_measured(
                 "Failover after SIGKILL of the leader",
-                "scripts/bench-failover.py",
+                FAILOVER_SCRIPT,
             ));
         }
         if !groups.iter().any(|g| g.key.scenario.contains("partition")) {
             out.push_str(&not_measured(
                 "Failover after a partition heals",
-                "scripts/bench-failover.py",
+                FAILOVER_SCRIPT,
             ));
         }
         if groups.is_empty() {
@@ -764,7 +769,7 @@ impl<'a> Report<'a> {
     fn queue(&self) -> anyhow::Result<String> {
         let groups: Vec<&Group> = self.service_groups("queue").collect();
         if groups.is_empty() {
-            return Ok(not_measured("Queue results", "scripts/bench-queue.sh"));
+            return Ok(not_measured("Queue results", QUEUE_SCRIPT));
         }
         let setup = |g: &Group| -> String {
             let backend = g.param("backend").unwrap_or_else(|| "redis".into());
@@ -788,7 +793,7 @@ impl<'a> Report<'a> {
         }
         let mut out = String::new();
         if publish.is_empty() {
-            out.push_str(&not_measured("Queue publish", "scripts/bench-queue.sh"));
+            out.push_str(&not_measured("Queue publish", QUEUE_SCRIPT));
         } else {
             let batches: BTreeSet<u64> =
                 publish.values().flatten().map(|(b, _)| *b as u64).collect();
@@ -868,7 +873,7 @@ impl<'a> Report<'a> {
             .collect();
         out.push('\n');
         if consume.is_empty() {
-            out.push_str(&not_measured("Queue consume+ack", "scripts/bench-queue.sh"));
+            out.push_str(&not_measured("Queue consume+ack", QUEUE_SCRIPT));
         } else {
             out.push_str("Consume+ack throughput (msg/s; the read+ack ceiling is in the table above):\n\n| setup | consumers | receive max | msg/s |\n|---|---|---|---|\n");
             for g in consume {
@@ -888,10 +893,7 @@ impl<'a> Report<'a> {
             .collect();
         out.push('\n');
         if e2e.is_empty() {
-            out.push_str(&not_measured(
-                "Queue end-to-end latency",
-                "scripts/bench-queue.sh",
-            ));
+            out.push_str(&not_measured("Queue end-to-end latency", QUEUE_SCRIPT));
         } else {
             out.push_str("End-to-end latency, one message in flight (publish call start → consumer has it):\n\n| setup | samples | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n");
             for g in e2e {
@@ -947,7 +949,7 @@ impl<'a> Report<'a> {
             "cache",
             |g| cache_kind(&g.key.scenario) == CacheKind::Load,
             "ops/s",
-            "scripts/bench-cache.sh",
+            CACHE_SCRIPT,
         )?;
         let load: Vec<&Group> = self
             .cache_groups(CacheKind::Load)
@@ -1023,7 +1025,7 @@ impl<'a> Report<'a> {
         if groups.is_empty() {
             return Ok(not_measured(
                 "Cache hit ratio against capacity (LRU, LFU)",
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ));
         }
         // capacity % of keys → policy → (capacity, hit ratio, group)
@@ -1120,7 +1122,7 @@ impl<'a> Report<'a> {
         if groups.is_empty() {
             return Ok(not_measured(
                 "Coherence messages per write against sharers",
-                "scripts/bench-cache.sh",
+                CACHE_SCRIPT,
             ));
         }
         let mut out = format!(
@@ -1216,7 +1218,7 @@ impl<'a> Report<'a> {
     fn raft(&self) -> String {
         let groups: Vec<&Group> = self.service_groups("raft").collect();
         if groups.is_empty() {
-            return not_measured("Raft core commit throughput", "scripts/bench-raft.sh");
+            return not_measured("Raft core commit throughput", RAFT_SCRIPT);
         }
         let mut out = String::from(
             "| scenario | nodes | params | entries/s | 95 % interval (entries/s) |\n|---|---|---|---|---|\n",
@@ -1284,7 +1286,7 @@ impl<'a> Report<'a> {
         if rows == 0 {
             return not_measured(
                 "Single node against distributed",
-                "scripts/bench-lock-vs-etcd.py, scripts/bench-queue.sh, scripts/bench-cache.sh",
+                &format!("{LOCK_SCRIPT}, {QUEUE_SCRIPT}, {CACHE_SCRIPT}"),
             );
         }
         out
@@ -1332,7 +1334,7 @@ impl<'a> Report<'a> {
         if rows == 0 {
             return not_measured(
                 "Scaling against clients (three or more client counts)",
-                "scripts/bench-lock-vs-etcd.py, scripts/bench-cache.sh",
+                &format!("{LOCK_SCRIPT}, {CACHE_SCRIPT}"),
             );
         }
         out
