@@ -99,11 +99,13 @@ async fn two_shared_holders_upgrading_is_a_deadlock_for_the_second() {
         .create_session(Duration::from_secs(10))
         .await
         .unwrap();
+    let mut shared_tokens = Vec::new();
     for session in [&a, &b] {
-        client
+        let grant = client
             .acquire(session.id(), "up", LockMode::Shared, Duration::ZERO)
             .await
             .unwrap();
+        shared_tokens.push(grant.fencing_token);
     }
     let first_upgrade = {
         let client = client.clone();
@@ -120,6 +122,18 @@ async fn two_shared_holders_upgrading_is_a_deadlock_for_the_second() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::Deadlock));
+    // The refusal must leave b's shared hold alone. A node once "withdrew" the refused request
+    // after answering it, found b's shared hold and released it (a flake under load, when that
+    // release won the race with the one below). Each repeated try-lock is a log entry after the
+    // refusal: the same token every time shows the hold untouched while anything the refusal
+    // set off would have been applied.
+    for _ in 0..5 {
+        let repeated = client
+            .acquire(b.id(), "up", LockMode::Shared, Duration::ZERO)
+            .await
+            .expect("b still holds up shared after its upgrade was refused");
+        assert_eq!(repeated.fencing_token, shared_tokens[1]);
+    }
     client.release(b.id(), "up", None).await.unwrap();
     let upgraded = first_upgrade
         .await

@@ -229,6 +229,122 @@ async fn queue_nodes_sigkilled_again_and_again_lose_nothing() {
         .check("queue nodes SIGKILLed repeatedly");
 }
 
+/// The longest stretch, so far, in which a count did not grow: sampled every 20 ms until `stop`.
+fn longest_stall(
+    count: impl Fn() -> usize + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Duration> {
+    tokio::spawn(async move {
+        let (mut last, mut since, mut longest) = (count(), Instant::now(), Duration::ZERO);
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = count();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+            longest = longest.max(since.elapsed());
+        }
+        longest
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Q-03 in full, 120 s: cargo test -p distsync --test queue -- --ignored soak"]
+async fn soak_queue_node_sigkilled_every_10_s_for_120_s_loses_nothing() {
+    // Proves Q-03 as TESTING.md states it: 3 nodes over 3 shards; every 10 s for 120 s one node
+    // is SIGKILLed and restarted 1–5 s later, while 3 producers and 3 consumers go through a
+    // client that knows every node. lost = unexpected = 0, duplicates reported. Nodes hold no
+    // partition (any node serves any partition), so "no partition without an owner for more
+    // than 5 s" is checked as: publishing and delivering never stall for more than 5 s.
+    const PERIOD: Duration = Duration::from_secs(10);
+    const SOAK: Duration = Duration::from_secs(120);
+    const STALL_MAX: Duration = Duration::from_secs(5);
+    let mut cluster = Cluster::start(Backend::Redis, 3, 3, &[]);
+    let client = Arc::new(cluster.client());
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let consumers: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(consume_until_drained(
+                client.clone(),
+                "soak".into(),
+                format!("c{i}"),
+                ledger.clone(),
+                done.clone(),
+                SOAK + Duration::from_secs(90),
+            ))
+        })
+        .collect();
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let producers = spawn_producers_until(
+        &client,
+        "soak",
+        "p",
+        3,
+        200,
+        100_000,
+        &stop_producing,
+        &ledger,
+    );
+    let publish_stall = longest_stall(
+        {
+            let ledger = ledger.clone();
+            move || ledger.lock().expect("ledger lock").acknowledged.len()
+        },
+        stop_producing.clone(),
+    );
+    let delivery_stall = longest_stall(
+        {
+            let ledger = ledger.clone();
+            move || ledger.lock().expect("ledger lock").deliveries.len()
+        },
+        stop_producing.clone(),
+    );
+    let started = tokio::time::Instant::now();
+    let mut kills: u32 = 0;
+    // Kills at 10, 20, …, 110 s; the last node is back before the soak ends at 120 s.
+    while (kills + 1) * PERIOD < SOAK {
+        tokio::time::sleep_until(started + (kills + 1) * PERIOD).await;
+        let victim = kills as usize % cluster.nodes.len();
+        // Down for 1, 3, 5, 2, 4, 1, … seconds: every length in the range, in a fixed order.
+        let down = Duration::from_secs(1 + (u64::from(kills) * 2) % 5);
+        cluster.nodes[victim].kill();
+        let killed_at = Instant::now();
+        tokio::time::sleep(down).await;
+        cluster.nodes[victim].restart();
+        kills += 1;
+        println!(
+            "kill {kills}: node {victim} down {:?}, back after {:?}; acknowledged so far {}",
+            down,
+            killed_at.elapsed(),
+            ledger.lock().expect("ledger lock").acknowledged.len()
+        );
+    }
+    tokio::time::sleep_until(started + SOAK).await;
+    stop_producing.store(true, Ordering::SeqCst);
+    for producer in producers {
+        producer.await.expect("producer task");
+    }
+    let publish_stall = publish_stall.await.expect("monitor");
+    let delivery_stall = delivery_stall.await.expect("monitor");
+    done.store(true, Ordering::SeqCst);
+    for consumer in consumers {
+        consumer.await.expect("consumer task");
+    }
+    println!(
+        "soak {:?}: {kills} SIGKILLs; longest stall: publishing {publish_stall:?}, delivering {delivery_stall:?}",
+        started.elapsed()
+    );
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .check("queue nodes SIGKILLed every 10 s");
+    assert!(
+        publish_stall <= STALL_MAX && delivery_stall <= STALL_MAX,
+        "a stall longer than {STALL_MAX:?}: publishing {publish_stall:?}, delivering {delivery_stall:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_node_sigkill_and_restart_loses_no_acknowledged_message() {
     // Proves the embedded backend's durability: the node (which owns the files) is SIGKILLed

@@ -14,6 +14,7 @@ pub use state_machine::{LockReply, LockStateMachine, SessionTiming};
 use crate::metrics::Metrics;
 use crate::raft::RaftHandle;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Everything the lock service's HTTP handlers share.
@@ -29,6 +30,8 @@ pub struct LockService {
     /// How long a proposal may take to commit before answering `no_leader` (a node cut off from
     /// the majority never commits anything).
     pub commit_timeout: Duration,
+    /// The last fencing token applied here ([`LockStateMachine::issued_tokens`]).
+    pub issued_tokens: Arc<AtomicU64>,
     /// Whether `POST /v1/admin/crash` may abort this process (demos and fault drills only).
     pub allow_fault_injection: bool,
 }

@@ -44,6 +44,7 @@ pub async fn run_lock_node(
         config.timing,
         Arc::clone(&metrics.lock),
     )?;
+    let issued_tokens = state_machine.issued_tokens();
     let (raft, mut driver) = spawn_driver(
         config.driver.clone(),
         state_machine,
@@ -59,6 +60,7 @@ pub async fn run_lock_node(
         http_client,
         leader_wait: config.leader_wait,
         commit_timeout: config.commit_timeout,
+        issued_tokens,
         allow_fault_injection: config.allow_fault_injection,
     });
     let app = router(service);

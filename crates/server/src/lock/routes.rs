@@ -21,6 +21,7 @@ use distsync_lock::{
 };
 use distsync_raft::Role;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The lock service's routes, plus health, readiness and metrics.
@@ -101,11 +102,17 @@ async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outco
 /// Withdraws a wait that its request gave up on, however the request ended (timeout, lost
 /// leadership, client gone): otherwise the queued wait would later be granted to a session whose
 /// client was told it failed, and the lock would stay held. A grant that won the race is
-/// released again for the same reason.
+/// released again for the same reason — but only a grant this request can have caused: a hold
+/// the session had before (a shared hold it asked to upgrade, a repeated acquire) is its
+/// client's and stays. A request the table answered (granted, refused, queued and then told)
+/// disarms it: nothing of its own is left queued.
 struct WaitWithdrawal {
     service: Arc<LockService>,
     session: SessionId,
     name: LockName,
+    /// The last fencing token applied on this node before the request was proposed: any hold
+    /// with a token at most this old predates the request.
+    tokens_before: u64,
     armed: bool,
 }
 
@@ -121,7 +128,7 @@ impl Drop for WaitWithdrawal {
             return;
         }
         let service = Arc::clone(&self.service);
-        let (session, name) = (self.session, self.name.clone());
+        let (session, name, tokens_before) = (self.session, self.name.clone(), self.tokens_before);
         tokio::spawn(async move {
             for _ in 0..WITHDRAW_ATTEMPTS_MAX {
                 let cancel = LockCommand::CancelWait {
@@ -129,7 +136,7 @@ impl Drop for WaitWithdrawal {
                     name: name.clone(),
                 };
                 match propose(&service, cancel).await {
-                    Ok(Outcome::Granted(grant)) => {
+                    Ok(Outcome::Granted(grant)) if grant.token.0 > tokens_before => {
                         let release = LockCommand::Release {
                             session,
                             name: name.clone(),
@@ -284,10 +291,19 @@ async fn acquire(
         service: Arc::clone(&service),
         session,
         name: name.clone(),
+        tokens_before: service.issued_tokens.load(Ordering::Acquire),
         armed: request.wait_ms > 0,
     };
+    // An error here leaves the command's fate unknown (it may still commit): stay armed.
     let reply = propose_reply(&service, command).await?;
-    let grant = match (reply.outcome?, reply.wait) {
+    let outcome = match reply.outcome {
+        Ok(outcome) => outcome,
+        Err(refused) => {
+            withdrawal.disarm();
+            return Err(refused.into());
+        }
+    };
+    let grant = match (outcome, reply.wait) {
         (Outcome::Granted(grant), _) => grant,
         (Outcome::NotGranted, _) => {
             withdrawal.disarm();
