@@ -12,7 +12,8 @@
 # Progress lines go to stderr ("--> ..."), result JSON to stdout.
 #   usage: scripts/bench-cache.sh [seconds per load run, default 10] [redis-benchmark requests, default 200000]
 #   env:   CLIENTS (32) KEYS (1000) HIT_KEYS (10000) HIT_SECONDS (= seconds) WRITES (200 per
-#          coherence run) CACHE_BENCH_PORT_BASE (17600) ONLY (space-separated subset of
+#          coherence run) ROUNDS (3 alternating redis-benchmark rounds, node then redis-server)
+#          CACHE_BENCH_PORT_BASE (17600) ONLY (space-separated subset of
 #          "load redis hit-ratio coherence")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ keys=${KEYS:-1000}
 hit_keys=${HIT_KEYS:-10000}
 hit_seconds=${HIT_SECONDS:-$seconds}
 writes=${WRITES:-200}
+rounds=${ROUNDS:-3}
 only=${ONLY:-load redis hit-ratio coherence}
 bin=${DISTSYNC_BIN:-target/release/distsync}
 [ -x "$bin" ] || cargo build --release -p distsync
@@ -31,7 +33,7 @@ mkdir -p "$runs"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for pid in "${pids[@]}" ${redis_pid:-}; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 # HTTP base+i, peer base+100+i, RESP base+200+i; redis-server on base+300.
 base=${CACHE_BENCH_PORT_BASE:-17600}
@@ -89,7 +91,7 @@ stop_all() {
     pids=()
 }
 
-redis_bench() { # $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability
+redis_bench() { # $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability, $5 = round
     local port=$1 system=$2 csv command
     command="redis-benchmark -p $port -t get,set -n $requests -c 50 -r 100000 -d 100 --csv"
     csv=$($command | tr -d '\r')
@@ -110,14 +112,13 @@ print(json.dumps({
 }))
 PY
 )
-        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-${3}n-$stamp.json" "$result" "$(meta "$command" "$4")"
+        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-${3}n-$stamp-r$5.json" "$result" "$(meta "$command" "$4")"
     done
 }
 
-for nodes in 1 3; do
-    wants load || wants redis || continue
-    start_cache "$nodes"
-    if wants load; then
+if wants load; then
+    for nodes in 1 3; do
+        start_cache "$nodes"
         for mix in "read-95 0.95" "write-50 0.5"; do
             set -- $mix
             progress "load $1, $nodes node(s), $clients clients, ${seconds}s"
@@ -125,21 +126,28 @@ for nodes in 1 3; do
             result=$($command)
             save "cache-$1-distsync-${nodes}n-$stamp.json" "$result" "$(meta "$command" "in-memory backing store, write-back")"
         done
-    fi
-    if wants redis; then
-        progress "redis-benchmark against node c1's RESP port, $nodes node(s)"
-        redis_bench $((base + 201)) distsync "$nodes" "in-memory backing store, write-back; GET hits served from the node's store"
-    fi
-    stop_all
-done
+        stop_all
+    done
+fi
 
+# A fresh cluster, not the one the load runs just filled, and redis-server beside it, measured in
+# alternating rounds: on two shared cores the throughput of either swings by a third from one
+# minute to the next, so a single run of each, minutes apart, compared the machine's moods as
+# much as the servers. The report takes the median of the rounds (one result file per round).
 if wants redis; then
-    progress "redis-benchmark against redis-server"
     redis-server --port $((base + 300)) --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning &
-    pids+=($!)
+    redis_pid=$!
     until redis-cli -p $((base + 300)) ping >/dev/null 2>&1; do sleep 0.05; done
-    redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)"
-    stop_all
+    for nodes in 1 3; do
+        start_cache "$nodes"
+        for round in $(seq 1 "$rounds"); do
+            progress "redis-benchmark round $round/$rounds: node c1's RESP port ($nodes node(s)), then redis-server"
+            redis_bench $((base + 201)) distsync "$nodes" "in-memory backing store, write-back; GET hits served from the node's store" "$round-beside-${nodes}n"
+            redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-beside-${nodes}n"
+        done
+        stop_all
+    done
+    kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
 fi
 
 if wants hit-ratio; then
