@@ -187,6 +187,29 @@ pub fn spawn_producers(
         .collect()
 }
 
+/// `consumers` tasks running [`consume_until_drained`] on `queue`, named `c{index}`.
+pub fn spawn_consumers(
+    client: &Arc<QueueClient>,
+    queue: &str,
+    consumers: usize,
+    ledger: &Arc<Mutex<Ledger>>,
+    done: &Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..consumers)
+        .map(|i| {
+            tokio::spawn(consume_until_drained(
+                Arc::clone(client),
+                queue.to_string(),
+                format!("c{i}"),
+                Arc::clone(ledger),
+                Arc::clone(done),
+                limit,
+            ))
+        })
+        .collect()
+}
+
 /// `producers` tasks publishing chunks of `chunk` messages (named `{prefix}{index}-{chunk}-{seq}`,
 /// batches of 10) until `stop` is set, so the load lasts as long as a fault schedule however
 /// fast the machine is; at most `chunks_max` chunks each.
@@ -306,18 +329,7 @@ async fn four_producers_and_four_consumers_lose_nothing(backend: Backend) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
-    let consumers: Vec<_> = (0..4)
-        .map(|i| {
-            tokio::spawn(consume_until_drained(
-                client.clone(),
-                "load".into(),
-                format!("c{i}"),
-                ledger.clone(),
-                done.clone(),
-                Duration::from_secs(120),
-            ))
-        })
-        .collect();
+    let consumers = spawn_consumers(&client, "load", 4, &ledger, &done, Duration::from_secs(120));
     let producers = spawn_producers(&client, "load", 4, 10_000, 100, &ledger);
     for producer in producers {
         producer.await.expect("producer task");

@@ -1,7 +1,8 @@
 //! Fault scenarios: SIGKILL of a Redis shard, of a queue node, and of the embedded node.
 
 use crate::behaviour::{
-    Ledger, consume_until_drained, message, receive_request, spawn_producers, spawn_producers_until,
+    Ledger, consume_until_drained, message, receive_request, spawn_consumers, spawn_producers,
+    spawn_producers_until,
 };
 use crate::common::{Backend, Cluster, NodeProc, QueueClient, RedisProc};
 use crate::link::{Link, LinkState};
@@ -179,18 +180,14 @@ async fn queue_nodes_sigkilled_again_and_again_lose_nothing() {
     let client = Arc::new(cluster.client());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let done = Arc::new(AtomicBool::new(false));
-    let consumers: Vec<_> = (0..2)
-        .map(|i| {
-            tokio::spawn(consume_until_drained(
-                client.clone(),
-                "failover".into(),
-                format!("c{i}"),
-                ledger.clone(),
-                done.clone(),
-                Duration::from_secs(90),
-            ))
-        })
-        .collect();
+    let consumers = spawn_consumers(
+        &client,
+        "failover",
+        2,
+        &ledger,
+        &done,
+        Duration::from_secs(90),
+    );
     // Producers publish until the last restart, however fast this machine is.
     let stop_producing = Arc::new(AtomicBool::new(false));
     let producers = spawn_producers_until(
@@ -263,18 +260,14 @@ async fn soak_queue_node_sigkilled_every_10_s_for_120_s_loses_nothing() {
     let client = Arc::new(cluster.client());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let done = Arc::new(AtomicBool::new(false));
-    let consumers: Vec<_> = (0..3)
-        .map(|i| {
-            tokio::spawn(consume_until_drained(
-                client.clone(),
-                "soak".into(),
-                format!("c{i}"),
-                ledger.clone(),
-                done.clone(),
-                SOAK + Duration::from_secs(90),
-            ))
-        })
-        .collect();
+    let consumers = spawn_consumers(
+        &client,
+        "soak",
+        3,
+        &ledger,
+        &done,
+        SOAK + Duration::from_secs(90),
+    );
     let stop_producing = Arc::new(AtomicBool::new(false));
     let producers = spawn_producers_until(
         &client,
