@@ -60,6 +60,10 @@ pub struct CacheServeArgs {
     /// Serve the Redis protocol (GET, SET, DEL, …) here too.
     #[arg(long, env = "DISTSYNC_CACHE_RESP")]
     pub resp: Option<String>,
+    /// Threads serving --resp, each an event loop of its own over its share of the
+    /// connections (0: one per CPU).
+    #[arg(long, env = "DISTSYNC_CACHE_RESP_THREADS", default_value_t = 0)]
+    pub resp_threads: usize,
     /// Bind the HTTP API here instead of this node's address in --cluster (e.g. 0.0.0.0:7201).
     #[arg(long, env = "DISTSYNC_CACHE_LISTEN_HTTP")]
     pub listen_http: Option<String>,
@@ -257,38 +261,50 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
             let resp = tokio::net::TcpListener::bind(resp_addr)
                 .await
                 .with_context(|| format!("binding the RESP port on {resp_addr}"))?;
-            spawn_resp_thread(resp.into_std()?, engine.clone())?;
+            let threads = match args.resp_threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                threads => threads,
+            };
+            spawn_resp_threads(resp.into_std()?, engine.clone(), threads)?;
         }
         run_cache_node(engine, http, peer, crate::serve::shutdown_signal()).await
     })
 }
 
-/// Serves the RESP port on a thread of its own with a single-threaded runtime, the way
-/// redis-server runs its event loop. A GET hit is a few microseconds of work between two
-/// syscalls; on two cores, work-stealing it across the main runtime's workers cost more per
-/// request (wakeups of the other worker, shared run queues) than the lookup itself: paired
-/// `redis-benchmark -t get` rounds went from a median 62,400 to 68,100 GET/s (docs/performance/cache.md).
-/// Misses and writes still finish through the engine, whose coherence traffic runs on the main
-/// runtime; the RESP task only awaits their outcome.
-fn spawn_resp_thread(
+/// Serves the RESP port on `threads` threads, each with a single-threaded runtime accepting
+/// from the same socket (the kernel hands each connection to one of them), the way
+/// redis-server runs its event loop, times the cores. A GET hit is a few microseconds of work
+/// between two syscalls; spread over the main runtime's work-stealing workers, the wake-ups of
+/// other workers and the shared run queues cost more per request than the lookup itself:
+/// paired `redis-benchmark -t get` rounds went from a median 62,400 to 68,100 GET/s on one
+/// thread (docs/performance/cache.md). Misses and writes still finish through the engine,
+/// whose coherence traffic runs on the main runtime; a RESP task only awaits their outcome.
+fn spawn_resp_threads(
     listener: std::net::TcpListener,
     engine: std::sync::Arc<distsync_server::cache::CacheEngine>,
+    threads: usize,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("starting the RESP runtime")?;
-    std::thread::Builder::new()
-        .name("resp".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => distsync_server::cache::serve_resp(listener, engine).await,
-                    Err(failure) => tracing::error!(error = %failure, "RESP listener unusable"),
-                }
-            });
-        })
-        .context("starting the RESP thread")?;
+    for index in 0..threads.max(1) {
+        let listener = listener
+            .try_clone()
+            .context("sharing the RESP socket between threads")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("starting a RESP runtime")?;
+        let engine = std::sync::Arc::clone(&engine);
+        std::thread::Builder::new()
+            .name(format!("resp-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => distsync_server::cache::serve_resp(listener, engine).await,
+                        Err(failure) => tracing::error!(error = %failure, "RESP listener unusable"),
+                    }
+                });
+            })
+            .context("starting a RESP thread")?;
+    }
     Ok(())
 }
