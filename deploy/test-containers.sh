@@ -44,8 +44,10 @@ skipped=0
 
 log() { printf '[%4ds] %s\n' "$((SECONDS - started_at))" "$*"; }
 pass() { passed=$((passed + 1)); log "PASS  $*"; }
+failure=""
 fail() {
     failed=$((failed + 1))
+    failure="$*"
     log "FAIL  $*"
     exit 1
 }
@@ -115,6 +117,8 @@ finish() {
     fi
     log "container tests took $((SECONDS - started_at)) s"
     echo "container tests: $passed passed, $failed failed, $skipped skipped"
+    # Repeated after the stack's logs, which would otherwise bury it in a CI log's tail.
+    [[ -z $failure ]] || echo "container tests: FAILED: $failure"
     if ((status == 0 && failed > 0)); then status=1; fi
     exit "$status"
 }
@@ -495,7 +499,7 @@ until_true 30 "every seed's view is back to 3 members" checked_until seeds_see 3
 log "scaled back to 3 in $((SECONDS - shrink_started)) s"
 for ((i = 0; i < 30; i++)); do check_coherence; done
 touch "$workdir/stop-cache-load"
-wait "$load_pid" || { cat "$workdir/cache-load.log"; fail "the cache load failed"; }
+wait "$load_pid" || { cat "$workdir/cache-load.log"; fail "the cache load failed: $(tail -n 3 "$workdir/cache-load.log" | tr '\n' ' ')"; }
 load=$(jq -rs '"\(length) runs, \(map(.ops) | add) operations, \(map(.errors) | add) errors"' "$workdir/cache-load.json")
 pass "cache scaled 3 -> 5 -> 3 under load ($load): $check_round write-then-read-everywhere checks, none stale, $unavailable answered 503 in view changes"
 
@@ -504,7 +508,7 @@ lock_targets=$(printf '127.0.0.1:%s,' "${LOCK_PORTS[@]}")
 queue_targets=$(printf '127.0.0.1:%s,' "${QUEUE_PORTS[@]}")
 "$binary" --log warn demo --step-delay-ms 0 --lock-endpoints "${lock_targets%,}" \
     --queue-addr "${queue_targets%,}" --cache-endpoints "$targets" >"$workdir/demo.log" 2>&1 \
-    || { cat "$workdir/demo.log"; fail "distsync demo against the stack"; }
+    || { cat "$workdir/demo.log"; fail "distsync demo against the stack: $(tail -n 2 "$workdir/demo.log" | tr '\n' ' ')"; }
 for evidence in "new leader elected: node" "deadlock refused: 409 deadlock, cycle session" \
     "redelivered to worker-c after" "dead-lettered after" "MESI states of" "demo finished"; do
     grep -qF "$evidence" "$workdir/demo.log" || { cat "$workdir/demo.log"; fail "demo output lacks '$evidence'"; }

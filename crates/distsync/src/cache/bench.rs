@@ -5,6 +5,8 @@
 
 use anyhow::Context;
 use clap::Args;
+use distsync_api::ErrorCode;
+use distsync_client::ClientError;
 use distsync_client::cache::CacheClient;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -210,6 +212,31 @@ async fn hits_and_misses(stats_client: &CacheClient, nodes: usize) -> anyhow::Re
     Ok((hits, misses))
 }
 
+/// How long the preload keeps retrying one key through a membership change (a joining or
+/// leaving node makes the cluster answer 503 `node_unavailable` for a moment).
+const PRELOAD_RETRY_LIMIT: Duration = Duration::from_secs(15);
+
+/// Writes one key before the measurement. Unlike a measured write, whose failure is counted,
+/// a preload write must land: an unavailable node or cluster is retried until
+/// [`PRELOAD_RETRY_LIMIT`]; any other refusal (a value too large, a bad key) fails at once.
+async fn preload_put(client: &CacheClient, key: &str, value: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PRELOAD_RETRY_LIMIT;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let error = match client.put(key, value, None).await {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let transient = matches!(error, ClientError::Unavailable(_))
+            || error.code() == Some(ErrorCode::NodeUnavailable);
+        if !transient || Instant::now() + backoff > deadline {
+            return Err(error).with_context(|| format!("preloading {key}"));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
 async fn run_load(args: &CacheBenchArgs) -> anyhow::Result<serde_json::Value> {
     let value = "v".repeat(args.value_bytes);
     let key_names: Arc<Vec<String>> =
@@ -229,7 +256,7 @@ async fn run_load(args: &CacheBenchArgs) -> anyhow::Result<serde_json::Value> {
         let stride = args.clients;
         preload.push(tokio::spawn(async move {
             for key in keys.iter().skip(index).step_by(stride) {
-                client.put(key, &value, None).await?;
+                preload_put(&client, key, &value).await?;
             }
             anyhow::Ok(())
         }));

@@ -418,6 +418,16 @@ impl Mesh {
         }
     }
 
+    /// Puts the links between `a` and `b`, both directions, in `state`, and no other: a partial
+    /// partition, in which both still reach every other node.
+    pub async fn cut_between(&self, a: &str, b: &str, state: LinkState) {
+        for ((from, to), link) in &self.links {
+            if (from == a && to == b) || (from == b && to == a) {
+                link.set(state).await;
+            }
+        }
+    }
+
     /// What every link did, summed.
     pub fn stats(&self) -> LinkStats {
         self.links

@@ -569,23 +569,40 @@ async fn message_fault_negative_control_a_home_that_grants_before_every_invalida
     );
 }
 
+/// Which links a partition test cuts.
+#[derive(Clone, Copy, Debug)]
+enum Cut<'a> {
+    /// Every link between these nodes and the others: a clean split.
+    Isolate(&'a [&'a str]),
+    /// Only the links between two nodes, which both still reach every other node: a partial
+    /// partition bridged by the others.
+    Between(&'a str, &'a str),
+}
+
+/// One node's view as it reported it during the cut.
+#[derive(Clone, Debug)]
+struct ViewPoll {
+    node: String,
+    since_cut: Duration,
+    epoch: u64,
+    members: Vec<String>,
+    quorum: bool,
+}
+
 /// What a partition run measured.
 struct PartitionRun {
     load: Load,
     /// When the load began: the origin of the times in messages.
     started_at: Instant,
-    /// When the minority was cut off, and when the links were healed.
+    /// When the links were cut, and when they were healed.
     cut_at: Instant,
     healed_at: Instant,
     /// How long after the heal every node served in one view of all nodes again.
     rejoin: Duration,
     /// The view epoch of every node before the cut.
     epoch_before: u64,
-    /// What the minority nodes reported while cut off: (node, time since the cut, view
-    /// epoch, whether it had a quorum).
-    minority_polls: Vec<(String, Duration, u64, bool)>,
-    /// The majority's view during the partition.
-    majority_view: (u64, Vec<String>),
+    /// Every node's view, polled every 100 ms while cut.
+    polls: Vec<ViewPoll>,
 }
 
 impl PartitionRun {
@@ -598,17 +615,45 @@ impl PartitionRun {
                 && op.end <= self.healed_at
         })
     }
+
+    fn polls_of<'a>(&'a self, nodes: &'a [&str]) -> impl Iterator<Item = &'a ViewPoll> {
+        self.polls
+            .iter()
+            .filter(move |poll| nodes.contains(&poll.node.as_str()))
+    }
+
+    /// The newest view `nodes` reported while cut: (epoch, members).
+    fn newest_view_of(&self, nodes: &[&str]) -> (u64, Vec<String>) {
+        self.polls_of(nodes)
+            .filter(|poll| poll.epoch > self.epoch_before)
+            .max_by_key(|poll| poll.epoch)
+            .map_or((self.epoch_before, Vec::new()), |poll| {
+                (poll.epoch, poll.members.clone())
+            })
+    }
+
+    /// Views adopted while cut, by epoch; two member lists under one epoch would be a fork.
+    fn views(&self) -> BTreeMap<u64, Vec<Vec<String>>> {
+        let mut views: BTreeMap<u64, Vec<Vec<String>>> = BTreeMap::new();
+        for poll in &self.polls {
+            let lists = views.entry(poll.epoch).or_default();
+            if !lists.contains(&poll.members) {
+                lists.push(poll.members.clone());
+            }
+        }
+        views
+    }
 }
 
 const FAILURE_TIMEOUT_MS: u64 = 1_500;
 
 /// `n` nodes on Redis under write-through (so a node left out of a view loses nothing it
 /// acknowledged, and every difference in what readers see is a coherence fault), load on every
-/// node, then `minority` blackholed from the others for `partition` (both directions, every
-/// message lost) and healed.
+/// node, then the links of `cut` blackholed (both directions, every message lost) for
+/// `partition` and healed.
 async fn partition_schedule(
     n: usize,
-    minority: &[&str],
+    cut: Cut<'_>,
     partition: Duration,
     bug: Option<&str>,
 ) -> PartitionRun {
@@ -629,11 +674,6 @@ async fn partition_schedule(
     let (cluster, mesh) = Cluster::start_meshed(n, &redis.url(), &extra).await;
     let names: Vec<String> = cluster.nodes.iter().map(|node| node.name.clone()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let majority: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| !minority.contains(name))
-        .collect();
     let client = Arc::new(cluster.client());
     let epoch_before = await_view(
         &client,
@@ -643,7 +683,7 @@ async fn partition_schedule(
     )
     .await;
     let seed = seed();
-    eprintln!("partition of {minority:?} from {majority:?}, seed {seed}");
+    eprintln!("cut {cut:?} among {names:?}, seed {seed}");
     let readers_per_node = if n > 3 { 1 } else { 2 };
     let mut load = Load::new(
         Arc::clone(&client),
@@ -658,30 +698,31 @@ async fn partition_schedule(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cut_at = Instant::now();
-    mesh.partition(minority, LinkState::Blackhole).await;
-    // Watch the views while cut off: the minority must issue none of its own.
-    let mut minority_polls = Vec::new();
-    let mut majority_view = (epoch_before, Vec::new());
+    match cut {
+        Cut::Isolate(group) => mesh.partition(group, LinkState::Blackhole).await,
+        Cut::Between(a, b) => mesh.cut_between(a, b, LinkState::Blackhole).await,
+    }
+    let mut polls = Vec::new();
     while cut_at.elapsed() < partition {
         for node in &names {
             let Ok(stats) = client.stats(Some(node)).await else {
                 continue;
             };
-            if minority.contains(node) {
-                minority_polls.push((
-                    node.to_string(),
-                    cut_at.elapsed(),
-                    stats.view_epoch,
-                    stats.quorum,
-                ));
-            } else if stats.view_epoch > majority_view.0 {
-                majority_view = (stats.view_epoch, stats.view_members.clone());
-            }
+            polls.push(ViewPoll {
+                node: node.to_string(),
+                since_cut: cut_at.elapsed(),
+                epoch: stats.view_epoch,
+                members: stats.view_members,
+                quorum: stats.quorum,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let healed_at = Instant::now();
-    mesh.partition(minority, LinkState::Open).await;
+    match cut {
+        Cut::Isolate(group) => mesh.partition(group, LinkState::Open).await,
+        Cut::Between(a, b) => mesh.cut_between(a, b, LinkState::Open).await,
+    }
     await_view(&client, &names, &names, healed_at + Duration::from_secs(15)).await;
     let rejoin = healed_at.elapsed();
     // Load on the whole cluster again, so the rejoined nodes are read after the heal too.
@@ -695,17 +736,12 @@ async fn partition_schedule(
         healed_at,
         rejoin,
         epoch_before,
-        minority_polls,
-        majority_view,
+        polls,
     }
 }
 
-/// A node cut off stops serving within its coherence lease (50 ticks of 10 ms) — this much,
-/// with room for a loaded machine's late ticks.
-const STOP_BOUND: Duration = Duration::from_millis(1_000);
-
-/// The pass criteria shared by the partition tests.
-fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&str]) {
+/// C-03 held across the run and every request answered in time or refused as allowed.
+fn assert_fresh_and_bounded(run: &PartitionRun) -> usize {
     run.load.write_history_if_asked(run.started_at);
     run.load.assert_bounded_and_tolerated();
     let (checked, violations) = run.load.violations();
@@ -717,6 +753,16 @@ fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&s
         (run.healed_at - run.started_at).as_millis(),
         run.load.explain_stale(run.started_at, 12)
     );
+    checked
+}
+
+/// A node cut off stops serving within its coherence lease (50 ticks of 10 ms) — this much,
+/// with room for a loaded machine's late ticks.
+const STOP_BOUND: Duration = Duration::from_millis(1_000);
+
+/// The pass criteria shared by the partition tests.
+fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&str]) {
+    let checked = assert_fresh_and_bounded(run);
     let served_cut_off: Vec<&Op> = run
         .during(minority, STOP_BOUND)
         .filter(|op| op.served())
@@ -736,21 +782,19 @@ fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&s
         .filter(|op| op.start >= run.cut_at && op.end <= run.healed_at)
         .map(|op| op.end - run.cut_at)
         .max();
+    let majority_view = run.newest_view_of(majority);
     let issued: Vec<_> = run
-        .minority_polls
-        .iter()
-        .filter(|(_, _, epoch, _)| *epoch != run.epoch_before && *epoch != run.majority_view.0)
+        .polls_of(minority)
+        .filter(|poll| poll.epoch != run.epoch_before && poll.epoch != majority_view.0)
         .collect();
     assert!(
         issued.is_empty(),
-        "the minority adopted a view of its own: {issued:?} (before {}, majority {:?})",
+        "the minority adopted a view of its own: {issued:?} (before {}, majority {majority_view:?})",
         run.epoch_before,
-        run.majority_view
     );
     let quorate: Vec<_> = run
-        .minority_polls
-        .iter()
-        .filter(|(_, since_cut, _, quorum)| *since_cut >= STOP_BOUND && *quorum)
+        .polls_of(minority)
+        .filter(|poll| poll.since_cut >= STOP_BOUND && poll.quorum)
         .collect();
     assert!(
         quorate.is_empty(),
@@ -759,7 +803,7 @@ fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&s
     let mut expected: Vec<String> = majority.iter().map(|n| n.to_string()).collect();
     expected.sort();
     assert_eq!(
-        run.majority_view.1, expected,
+        majority_view.1, expected,
         "the majority did not move on without the cut-off nodes"
     );
     let majority_served = run
@@ -786,10 +830,9 @@ fn assert_partition_passes(run: &PartitionRun, minority: &[&str], majority: &[&s
     eprintln!(
         "partition: {}; {checked} reads checked; the cut-off nodes last served {last_served:?} \
          after the cut and refused {refused} requests; the majority served {majority_served} \
-         requests in its own view {:?}; all {} nodes in one view {:?} after the heal, then \
-         served {after_rejoin} requests on the rejoined nodes",
+         requests in its own view {majority_view:?}; all {} nodes in one view {:?} after the \
+         heal, then served {after_rejoin} requests on the rejoined nodes",
         run.load.summary(),
-        run.majority_view,
         minority.len() + majority.len(),
         run.rejoin
     );
@@ -801,7 +844,7 @@ async fn a_node_cut_off_for_ten_seconds_stops_serving_within_its_lease_and_rejoi
     // stops serving within its lease, reads everywhere stay fresh, c1 and c2 go on in a view of
     // their own, and after the heal c3 rejoins and serves again.
     let started = Instant::now();
-    let run = partition_schedule(3, &["c3"], Duration::from_secs(10), None).await;
+    let run = partition_schedule(3, Cut::Isolate(&["c3"]), Duration::from_secs(10), None).await;
     assert_partition_passes(&run, &["c3"], &["c1", "c2"]);
     eprintln!("took {:?}", started.elapsed());
 }
@@ -815,9 +858,53 @@ async fn a_minority_with_the_coordinator_never_serves_beside_the_majority() {
     // all five serve in one view again.
     let started = Instant::now();
     let minority = ["c1", "c2"];
-    let run = partition_schedule(5, &minority, Duration::from_secs(8), None).await;
+    let run = partition_schedule(5, Cut::Isolate(&minority), Duration::from_secs(8), None).await;
     assert_partition_passes(&run, &minority, &["c3", "c4", "c5"]);
     eprintln!("took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_reads_fresh() {
+    // C-09, partial: c1 (the coordinator) and c2 lose each other for 8 s but both still reach
+    // c3. Each sees the other dead and a majority (itself and c3) alive, so each may issue a view
+    // without the other; c3 holds one view at a time (the higher epoch) and hands it on. Pass:
+    // no read stale or backward on any node, no epoch naming two member lists, the cluster
+    // serves during the cut, and after the heal all three serve in one view.
+    let all = ["c1", "c2", "c3"];
+    let run = partition_schedule(3, Cut::Between("c1", "c2"), Duration::from_secs(8), None).await;
+    let checked = assert_fresh_and_bounded(&run);
+    let views = run.views();
+    let forks: Vec<_> = views.iter().filter(|(_, lists)| lists.len() > 1).collect();
+    assert!(forks.is_empty(), "one epoch, two member lists: {forks:?}");
+    let settle = Duration::from_millis(FAILURE_TIMEOUT_MS) + Duration::from_secs(2);
+    let mut served_during: BTreeMap<&str, usize> = BTreeMap::new();
+    for op in run.during(&all, settle).filter(|op| op.served()) {
+        *served_during.entry(op.node.as_str()).or_default() += 1;
+    }
+    assert!(
+        !served_during.is_empty(),
+        "nobody served from {settle:?} into the partial partition on; views {views:?}"
+    );
+    let mut served_after: BTreeMap<&str, usize> = BTreeMap::new();
+    for op in run
+        .load
+        .all_ops()
+        .filter(|op| op.start >= run.healed_at + run.rejoin && op.served())
+    {
+        *served_after.entry(op.node.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        served_after.len(),
+        all.len(),
+        "after the heal not every node served: {served_after:?}"
+    );
+    eprintln!(
+        "partial partition: {}; {checked} reads checked; views while cut {views:?}; served from \
+         {settle:?} after the cut to the heal {served_during:?}; one view {:?} after the heal, \
+         then served {served_after:?}",
+        run.load.summary(),
+        run.rejoin
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -825,17 +912,23 @@ async fn partition_negative_control_a_minority_that_ignores_the_quorum_serves_st
     // The partition checks can fail: with `--test-inject-bug ignore-quorum` (the behaviour
     // before the majority rule: a cut-off node issues a view of its own and serves from it),
     // the same C-09 schedule must show stale reads, or the cut-off node serving.
-    let run = partition_schedule(3, &["c3"], Duration::from_secs(6), Some("ignore-quorum")).await;
+    let run = partition_schedule(
+        3,
+        Cut::Isolate(&["c3"]),
+        Duration::from_secs(6),
+        Some("ignore-quorum"),
+    )
+    .await;
     let (checked, violations) = run.load.violations();
     let served: Vec<&Op> = run
         .during(&["c3"], STOP_BOUND)
         .filter(|op| op.served())
         .collect();
+    let majority_epoch = run.newest_view_of(&["c1", "c2"]).0;
     let own_views: Vec<u64> = run
-        .minority_polls
-        .iter()
-        .map(|(_, _, epoch, _)| *epoch)
-        .filter(|epoch| *epoch != run.epoch_before && *epoch != run.majority_view.0)
+        .polls_of(&["c3"])
+        .map(|poll| poll.epoch)
+        .filter(|epoch| *epoch != run.epoch_before && *epoch != majority_epoch)
         .collect();
     eprintln!(
         "partition negative control: {}; {checked} reads checked, {} stale or backward, e.g. \
