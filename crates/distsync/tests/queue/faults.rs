@@ -5,7 +5,7 @@ use crate::behaviour::{
     spawn_producers_until,
 };
 use crate::common::{Backend, Cluster, NodeProc, QueueClient, RedisProc};
-use crate::link::{Link, LinkState};
+use crate::link::{Faults, Link, LinkState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,10 +98,21 @@ async fn redis_shard_sigkill_during_publishing_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_shard_paused_with_sigstop_loses_nothing_and_drains_after_sigcont() {
-    // Proves Q-07 (shortened to a 3 s pause): while r1 is SIGSTOPped, publishes touching it
-    // fail after the shard timeout (none is reported ok before the write happened) and r2
-    // keeps serving; after SIGCONT every acknowledged publish is delivered. Publishes that
-    // timed out but were applied after SIGCONT show up as "recovered", never as lost.
+    // Q-07 shortened to a 3 s pause, for every run.
+    redis_shard_pause(Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "Q-07 at full length: a 30 s pause; `cargo test -p distsync --test queue -- --ignored soak`"]
+async fn soak_redis_shard_paused_with_sigstop_for_30_s_loses_nothing() {
+    redis_shard_pause(Duration::from_secs(30)).await;
+}
+
+/// Proves Q-07: while r1 is SIGSTOPped for `pause`, publishes touching it fail after the shard
+/// timeout (none is reported ok before the write happened) and r2 keeps serving; after SIGCONT
+/// every acknowledged publish is delivered. Publishes that timed out but were applied after
+/// SIGCONT show up as "recovered", never as lost.
+async fn redis_shard_pause(pause: Duration) {
     let cluster = Cluster::start(Backend::Redis, 2, 1, &[]);
     let client = Arc::new(cluster.client());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -149,7 +160,7 @@ async fn redis_shard_paused_with_sigstop_loses_nothing_and_drains_after_sigcont(
         accepted_on_r2,
         "no publish to r2 succeeded while r1 was paused"
     );
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(paused_at.elapsed())).await;
+    tokio::time::sleep(pause.saturating_sub(paused_at.elapsed())).await;
     cluster.redis[0].signal("CONT");
     for producer in producers {
         producer.await.expect("producer task");
@@ -459,11 +470,14 @@ async fn key_on_shard(client: &QueueClient, ring_url: &str, queue: &str, shard: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_node_blackholed_from_a_shard_acknowledges_nothing_it_cannot_make_durable() {
-    // Proves Q-12 (blackhole shortened to 3 s): the node's connections to shard r1 go through a
-    // proxy that, mid-run, holds them open and forwards nothing. Publishes to r1's partitions
+    // Proves Q-12 (phases shortened): the node's connections to shard r1 go through a proxy
+    // that, mid-run, holds them open and forwards nothing for 3 s. Publishes to r1's partitions
     // must fail with 503 shard_unavailable within the shard timeout (1 s) — never an ok for a
-    // write that did not happen — while r2's partitions keep serving; after the heal every
-    // acknowledged publish is delivered (lost = ∅).
+    // write that did not happen — while r2's partitions keep serving. Then 3 s of a lossy link
+    // (a byte stream cannot lose a packet in its middle, so loss is a connection reset that
+    // takes what was in flight: 5 % of forwarded chunks) and 3 s of 75 ± 50 ms delay per
+    // chunk, producers and consumers running throughout; in the end every acknowledged
+    // publish is delivered (lost = ∅).
     let dir = tempfile::tempdir().expect("tempdir");
     let r1 = RedisProc::start(&dir.path().join("r1"));
     let r2 = RedisProc::start(&dir.path().join("r2"));
@@ -475,7 +489,17 @@ async fn queue_node_blackholed_from_a_shard_acknowledges_nothing_it_cannot_make_
     let key_on_r2 = key_on_shard(&client, &ring_url, "probe", "r2").await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let producers = spawn_producers(&client, "blackholed", 2, 2_000, 10, &ledger);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = spawn_producers_until(&client, "blackholed", "p", 2, 200, 100, &stop, &ledger);
+    let consumers_done = Arc::new(AtomicBool::new(false));
+    let consumers = spawn_consumers(
+        &client,
+        "blackholed",
+        2,
+        &ledger,
+        &consumers_done,
+        Duration::from_secs(90),
+    );
     wait_acknowledged(&ledger, 500).await;
     link.set(LinkState::Blackhole).await;
     let blackholed_at = Instant::now();
@@ -507,20 +531,46 @@ async fn queue_node_blackholed_from_a_shard_acknowledges_nothing_it_cannot_make_
 
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(blackholed_at.elapsed())).await;
     link.set(LinkState::Open).await;
+    let phase = |faults: Faults| {
+        link.set_faults(faults);
+        let acknowledged = ledger.lock().expect("ledger lock").acknowledged.len();
+        (Instant::now(), acknowledged)
+    };
+    let lossy = phase(Faults {
+        reset: 0.05,
+        seed: 12,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let slow = phase(Faults {
+        delay: Duration::from_millis(75),
+        jitter: Duration::from_millis(50),
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let healed = phase(Faults::default());
+    stop.store(true, Ordering::SeqCst);
     for producer in producers {
         producer.await.expect("producer task");
     }
-    consume_until_drained(
-        client.clone(),
-        "blackholed".into(),
-        "c".into(),
-        ledger.clone(),
-        Arc::new(AtomicBool::new(true)),
-        Duration::from_secs(60),
-    )
-    .await;
-    ledger
-        .lock()
-        .expect("ledger lock")
-        .check("queue node blackholed from r1");
+    consumers_done.store(true, Ordering::SeqCst);
+    for consumer in consumers {
+        consumer.await.expect("consumer task");
+    }
+    let ledger = ledger.lock().expect("ledger lock");
+    println!(
+        "Q-12: acknowledged while lossy {}, while slow {}; link {:?}",
+        slow.1 - lossy.1,
+        healed.1 - slow.1,
+        link.stats()
+    );
+    assert!(
+        link.stats().resets > 0,
+        "the lossy phase reset no connection"
+    );
+    assert!(
+        slow.1 > lossy.1 && healed.1 > slow.1,
+        "publishes stalled in a degraded phase"
+    );
+    ledger.check("queue node blackholed, then lossy and slow, from r1");
 }

@@ -2,7 +2,7 @@
 //! pending or undelivered entry; there is no length cap to overrun).
 
 use crate::behaviour::{Ledger, message, receive_request, record};
-use crate::common::{Backend, Cluster, QueueClient, metric};
+use crate::common::{Backend, Cluster, QueueClient, Resp, metric};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -151,5 +151,83 @@ async fn trimming_never_removes_what_a_group_still_needs() {
     assert!(
         trimmed >= 2_000,
         "only {trimmed} entries counted as trimmed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trim_negative_control_a_plain_maxlen_cap_loses_what_a_group_still_needs() {
+    // Q-09: the checks above can fail. The same situation — a group that has read little, a
+    // crashed worker's entries pending — trimmed the way a length cap trims (`XTRIM … MAXLEN 20`
+    // on every partition's stream, what `XADD … MAXLEN` does on each append) must show the loss
+    // the MINID trim prevents: published, acknowledged entries that no consumer ever receives
+    // (lost > 0), and XAUTOCLAIM reporting pending entries as deleted. Our own trimmer is off,
+    // so all the loss is the cap's.
+    let cluster = Cluster::start(Backend::Redis, 1, 1, &["--trim-interval-ms", "0"]);
+    let client = cluster.client();
+    client
+        .receive(QUEUE, &receive_request("workers", "setup", 1, 0, 1_000))
+        .await
+        .expect("group creation");
+    let mut published = Ledger::default();
+    for batch in 0..40 {
+        let bodies: Vec<String> = (0..50).map(|i| format!("m-{batch}-{i}")).collect();
+        client
+            .publish(QUEUE, bodies.iter().cloned().map(message).collect())
+            .await
+            .expect("publish");
+        published.attempted.extend(bodies.iter().cloned());
+        published.acknowledged.extend(bodies);
+    }
+    let workers = Mutex::new(published);
+    let crashed = client
+        .receive(
+            QUEUE,
+            &receive_request("workers", "crashed", 100, 0, VISIBILITY_MS),
+        )
+        .await
+        .expect("receive");
+    record(&workers, &crashed.messages);
+
+    let redis = cluster.redis_for("r1");
+    let (mut trimmed, mut deleted_pending) = (0, 0);
+    for partition in 0..16 {
+        let stream = format!("dsq:{QUEUE}:p{partition}");
+        match redis.command(&["XTRIM", &stream, "MAXLEN", "20"]) {
+            Resp::Integer(removed) => trimmed += removed,
+            other => panic!("XTRIM {stream}: {other:?}"),
+        }
+        // Redis 7 answers [next cursor, claimed entries, IDs pending but no longer in the
+        // stream] (and drops the latter from the pending list).
+        let reply = redis.command(&[
+            "XAUTOCLAIM",
+            &stream,
+            "workers",
+            "probe",
+            "0",
+            "0-0",
+            "COUNT",
+            "1000",
+            "JUSTID",
+        ]);
+        deleted_pending += reply.items().get(2).map_or(0, |ids| ids.items().len());
+    }
+    drain(&client, "workers", "fast", &workers).await;
+    let ledger = workers.lock().expect("ledger");
+    let lost = ledger.lost();
+    println!(
+        "Q-09 control: the cap removed {trimmed} entries; XAUTOCLAIM reported {deleted_pending} \
+         pending entries deleted; lost {} of {} acknowledged, e.g. {:?}",
+        lost.len(),
+        ledger.acknowledged.len(),
+        lost.first()
+    );
+    assert!(trimmed > 0, "the cap trimmed nothing: no control at all");
+    assert!(
+        !lost.is_empty(),
+        "a length cap trimmed {trimmed} unread entries and the checker saw no loss: it is blind"
+    );
+    assert!(
+        deleted_pending > 0,
+        "XAUTOCLAIM reported no pending entry as deleted after the cap trimmed them"
     );
 }
