@@ -583,34 +583,46 @@ async fn resumed_message_past_max_deliveries_is_dead_lettered(backend: Backend) 
 
 both_backends!(poison_message_is_dead_lettered_after_exactly_n_deliveries);
 async fn poison_message_is_dead_lettered_after_exactly_n_deliveries(backend: Backend) {
-    // Proves dead-lettering: with --max-deliveries 3, a message that is nacked every time is
-    // delivered exactly 3 times, then appears once in the dead letters with its count; the
-    // good messages are unaffected.
-    let cluster = Cluster::start(backend, 1, 1, &["--max-deliveries", "3"]);
+    // Proves Q-10: of 100 messages, 10 chosen ones fail in every handler (nacked each time).
+    // With the default --max-deliveries 5 each of them is delivered exactly 5 times (counts 1
+    // to 5), then appears exactly once in the dead letters with its count; the 90 good ones are
+    // delivered once each; at the end nothing is pending and nothing more is delivered.
+    const MAX_DELIVERIES: u64 = 5;
+    let cluster = Cluster::start(backend, 1, 1, &[]);
     let client = cluster.client();
-    let mut batch: Vec<PublishMessage> = (0..5).map(|i| message(format!("good-{i}"))).collect();
-    batch.push(message("poison".into()));
+    let poison: HashSet<String> = (0..10).map(|i| format!("poison-{i}")).collect();
+    let batch: Vec<PublishMessage> = (0..100)
+        .map(|i| {
+            if i % 10 == 3 {
+                message(format!("poison-{}", i / 10))
+            } else {
+                message(format!("good-{i}"))
+            }
+        })
+        .collect();
     client.publish("work", batch).await.expect("publish");
-    let (mut poison_deliveries, mut good) = (Vec::new(), HashSet::new());
+    let mut deliveries: HashMap<String, Vec<u64>> = HashMap::new();
     let started = Instant::now();
-    loop {
+    let dead = loop {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "poison never dead-lettered"
+            started.elapsed() < Duration::from_secs(30),
+            "not every poison message was dead-lettered: deliveries {deliveries:?}"
         );
         let response = client
-            .receive("work", &receive_request("g", "c", 10, 300, 200))
+            .receive("work", &receive_request("g", "c", 100, 300, 200))
             .await
             .expect("receive");
         for m in &response.messages {
-            if m.body == "poison" {
-                poison_deliveries.push(m.delivery_count);
+            deliveries
+                .entry(m.body.clone())
+                .or_default()
+                .push(m.delivery_count);
+            if poison.contains(&m.body) {
                 client
                     .nack("work", "g", vec![m.receipt.clone()], None)
                     .await
                     .expect("nack");
             } else {
-                good.insert(m.body.clone());
                 client
                     .ack("work", "g", vec![m.receipt.clone()])
                     .await
@@ -618,15 +630,38 @@ async fn poison_message_is_dead_lettered_after_exactly_n_deliveries(backend: Bac
             }
         }
         let dead = dead_letters(&cluster).await;
-        if !dead.is_empty() {
-            assert_eq!(dead.len(), 1, "{dead:?}");
-            assert_eq!(dead[0]["body"], "poison");
-            assert_eq!(dead[0]["delivery_count"], 3);
-            break;
+        if dead.len() >= poison.len() {
+            break dead;
         }
+    };
+    let mut dead_bodies: Vec<&str> = dead.iter().filter_map(|d| d["body"].as_str()).collect();
+    dead_bodies.sort_unstable();
+    let mut expected: Vec<&str> = poison.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        dead_bodies, expected,
+        "each poison message exactly once: {dead:?}"
+    );
+    assert!(
+        dead.iter().all(|d| d["delivery_count"] == MAX_DELIVERIES),
+        "dead letters must carry {MAX_DELIVERIES} deliveries: {dead:?}"
+    );
+    for body in &poison {
+        assert_eq!(
+            deliveries[body],
+            (1..=MAX_DELIVERIES).collect::<Vec<_>>(),
+            "{body}"
+        );
     }
-    assert_eq!(poison_deliveries, vec![1, 2, 3]);
-    assert_eq!(good.len(), 5);
+    let good: Vec<_> = deliveries
+        .iter()
+        .filter(|(body, _)| !poison.contains(*body))
+        .collect();
+    assert_eq!(good.len(), 90);
+    assert!(
+        good.iter().all(|(_, counts)| **counts == [1]),
+        "a good message was delivered twice: {good:?}"
+    );
     // Dead-lettered means acked in the group: nothing pending, nothing more delivered.
     let response = client
         .receive("work", &receive_request("g", "c", 10, 500, 200))
@@ -636,7 +671,7 @@ async fn poison_message_is_dead_lettered_after_exactly_n_deliveries(backend: Bac
     let stats = client.stats("work").await.expect("stats");
     assert_eq!(
         stats.partitions.iter().map(|p| p.dead_letters).sum::<u64>(),
-        1
+        10
     );
     assert_eq!(stats.partitions.iter().map(|p| p.pending).sum::<u64>(), 0);
 }
