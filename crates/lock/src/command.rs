@@ -5,6 +5,7 @@ use crate::fencing::FencingToken;
 use crate::idempotency::IdempotencyKey;
 use crate::mode::LockMode;
 use crate::name::LockName;
+use crate::queue::RequestTag;
 use crate::session::SessionId;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,8 @@ pub enum LockCommand {
         wait: bool,
         /// Deduplicates a retried acquire.
         idempotency_key: Option<IdempotencyKey>,
+        /// Identifies this request for a later [`LockCommand::Abandon`] (0: never abandoned).
+        tag: RequestTag,
     },
     /// Withdraw a pending wait (the shell proposes it when an acquire's `wait_ms` runs out).
     CancelWait {
@@ -61,6 +64,20 @@ pub enum LockCommand {
         session: SessionId,
         /// The lock waited for.
         name: LockName,
+    },
+    /// Undo what the acquire tagged `tag` did, if nothing later claimed it: withdraw its wait,
+    /// release the hold it was granted, or turn the exclusive hold of its upgrade back into the
+    /// shared hold the session had. The shell proposes it for a request that ended without the
+    /// table's answer reaching the client (the client went away, or the proposal's fate was
+    /// unknown). A retry of the acquire re-tags the wait or hold, so an abandonment applied after
+    /// the retry leaves alone what the retry was answered with.
+    Abandon {
+        /// The requesting session.
+        session: SessionId,
+        /// The lock.
+        name: LockName,
+        /// The abandoned request.
+        tag: RequestTag,
     },
     /// Release a held lock.
     Release {
@@ -92,7 +109,9 @@ impl LockCommand {
             | LockCommand::Release {
                 idempotency_key, ..
             } => idempotency_key.as_ref(),
-            LockCommand::ExpireSessions { .. } | LockCommand::CancelWait { .. } => None,
+            LockCommand::ExpireSessions { .. }
+            | LockCommand::CancelWait { .. }
+            | LockCommand::Abandon { .. } => None,
         }
     }
 
@@ -144,10 +163,16 @@ mod tests {
                 mode: LockMode::Shared,
                 wait: true,
                 idempotency_key: key.clone(),
+                tag: 0x5eed_0001,
             },
             LockCommand::CancelWait {
                 session: SessionId(3),
                 name: name.clone(),
+            },
+            LockCommand::Abandon {
+                session: SessionId(3),
+                name: name.clone(),
+                tag: 0x5eed_0001,
             },
             LockCommand::Release {
                 session: SessionId(3),

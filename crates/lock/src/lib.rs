@@ -37,6 +37,7 @@
 //! let name = LockName::new("orders:42")?;
 //! let acquire = |session| LockCommand::Acquire {
 //!     session, name: name.clone(), mode: LockMode::Exclusive, wait: true, idempotency_key: None,
+//!     tag: 0,
 //! };
 //! // Alice gets the lock; Bob queues behind her.
 //! let granted = apply(&mut table, acquire(alice));
@@ -82,7 +83,7 @@ pub use idempotency::IdempotencyKey;
 pub use mode::LockMode;
 pub use name::LockName;
 pub use outcome::{ApplyOutcome, Grant, LockEvent, Response};
-pub use queue::{Holder, LockInfo, Waiter};
+pub use queue::{Holder, LockInfo, RequestTag, Waiter};
 pub use session::{SessionEndCause, SessionId, SessionInfo};
 pub use table::LockTable;
 pub use wait_for::WaitForGraph;

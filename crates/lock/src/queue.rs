@@ -29,7 +29,16 @@ pub struct Waiter {
     /// A shared holder waiting to become exclusive; it keeps its shared hold while it waits, at
     /// the head of the queue.
     pub upgrade: bool,
+    /// The [`RequestTag`] of the latest acquire that asked for this wait (a retry re-tags it):
+    /// only that request's abandonment withdraws it.
+    pub(crate) tag: RequestTag,
 }
+
+/// Identifies one acquire request, chosen by the node that proposed it (unique with
+/// overwhelming probability; 0 means untagged and is never abandoned). The table records it on
+/// the wait and on the hold the request leads to, so an abandoned request's withdrawal
+/// (`LockCommand::Abandon`) touches nothing a later request — a client's retry — has claimed.
+pub type RequestTag = u64;
 
 /// A lock's holders and waiters (read view for `GET /v1/locks/{name}`). A free lock has both
 /// lists empty.
@@ -43,11 +52,18 @@ pub struct LockInfo {
     pub waiters: Vec<Waiter>,
 }
 
-/// A hold: mode and fencing token.
+/// A hold: mode and fencing token, and which requests it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Hold {
     pub(crate) mode: LockMode,
     pub(crate) token: FencingToken,
+    /// The request whose acquire was granted this hold.
+    pub(crate) granted_by: RequestTag,
+    /// The latest request answered with this hold (the granting one, or a later repeat).
+    pub(crate) claimed_by: RequestTag,
+    /// For an upgrade: the shared hold it replaced, restored if the upgrading request is
+    /// abandoned.
+    pub(crate) before_upgrade: Option<(FencingToken, RequestTag)>,
 }
 
 /// Holders and FIFO queue of one name.
@@ -104,7 +120,13 @@ impl NameState {
     /// # Panics
     /// If the grant would conflict with another holder, or the token does not exceed every
     /// token held on this name.
-    pub(crate) fn grant(&mut self, session: SessionId, mode: LockMode, token: FencingToken) {
+    pub(crate) fn grant(
+        &mut self,
+        session: SessionId,
+        mode: LockMode,
+        token: FencingToken,
+        tag: RequestTag,
+    ) {
         for (other, hold) in &self.holders {
             assert!(
                 *other == session || hold.mode.is_compatible_with(mode),
@@ -117,7 +139,20 @@ impl NameState {
                 hold.token
             );
         }
-        self.holders.insert(session, Hold { mode, token });
+        let before_upgrade = self
+            .holders
+            .get(&session)
+            .map(|shared| (shared.token, shared.granted_by));
+        self.holders.insert(
+            session,
+            Hold {
+                mode,
+                token,
+                granted_by: tag,
+                claimed_by: tag,
+                before_upgrade,
+            },
+        );
     }
 
     /// The wait-for edges (waiter -> blocker) this name contributes, in a reduced form with the
@@ -203,6 +238,9 @@ mod tests {
                         Hold {
                             mode: *mode,
                             token: FencingToken(i as u64 + 1),
+                            granted_by: 0,
+                            claimed_by: 0,
+                            before_upgrade: None,
                         },
                     )
                 })
@@ -213,6 +251,7 @@ mod tests {
                     session: SessionId(*s),
                     mode: *mode,
                     upgrade: *upgrade,
+                    tag: 0,
                 })
                 .collect(),
         }
@@ -267,6 +306,6 @@ mod tests {
     fn conflicting_grant_panics() {
         // Proves the no-conflict invariant is asserted at the grant itself.
         let mut s = state(&[(1, Shared)], &[]);
-        s.grant(SessionId(2), Exclusive, FencingToken(10));
+        s.grant(SessionId(2), Exclusive, FencingToken(10), 0);
     }
 }

@@ -8,15 +8,24 @@ use crate::idempotency::{IdempotencyKey, RecentRequests};
 use crate::mode::LockMode;
 use crate::name::LockName;
 use crate::outcome::{ApplyOutcome, Grant, LockEvent, Response};
-use crate::queue::{LockInfo, NameState, Waiter};
+use crate::queue::{Hold, LockInfo, NameState, RequestTag, Waiter};
 use crate::session::{Session, SessionEndCause, SessionId, SessionInfo};
 use crate::wait_for::WaitForGraph;
 use distsync_raft::LogIndex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// `command` with its request tag cleared, for comparing a retry with what a key recorded.
+fn untagged(command: &LockCommand) -> LockCommand {
+    let mut command = command.clone();
+    if let LockCommand::Acquire { tag, .. } = &mut command {
+        *tag = 0;
+    }
+    command
+}
+
 /// Version written at the front of every snapshot.
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Sessions, holds, wait queues and fencing state, changed only by [`LockTable::apply`].
 ///
@@ -156,7 +165,9 @@ impl LockTable {
         events: &mut Vec<LockEvent>,
     ) -> Result<Response, LockError> {
         if let Some(seen) = self.recent.get(&key) {
-            if seen.command != command {
+            // A retry is tagged anew by the node that proposes it: the tag is not part of what
+            // the key promises to repeat.
+            if untagged(&seen.command) != untagged(&command) {
                 return Err(LockError::IdempotencyKeyReused {
                     key: key.to_string(),
                 });
@@ -206,10 +217,14 @@ impl LockTable {
                 name,
                 mode,
                 wait,
+                tag,
                 ..
-            } => self.acquire(index, session, name, mode, wait),
+            } => self.acquire(index, session, name, mode, wait, tag),
             LockCommand::CancelWait { session, name } => {
                 self.cancel_wait(index, session, name, events)
+            }
+            LockCommand::Abandon { session, name, tag } => {
+                Ok(self.abandon(index, session, name, tag, events))
             }
             LockCommand::Release {
                 session,
@@ -240,6 +255,7 @@ impl LockTable {
         name: LockName,
         mode: LockMode,
         wait: bool,
+        tag: RequestTag,
     ) -> Result<Response, LockError> {
         let owner = self
             .sessions
@@ -248,6 +264,13 @@ impl LockTable {
         let state = self.locks.get(&name);
         if let Some(hold) = state.and_then(|s| s.hold(session)) {
             if hold.mode.covers(mode) {
+                // This request is answered with the hold: an abandoned earlier one must not
+                // take it away any more.
+                self.state_mut(&name)
+                    .holders
+                    .get_mut(&session)
+                    .expect("the hold was just read")
+                    .claimed_by = tag;
                 return Ok(Response::Granted(Grant {
                     session,
                     name,
@@ -255,11 +278,12 @@ impl LockTable {
                     token: hold.token,
                 }));
             }
-            return self.upgrade(index, session, name, wait);
+            return self.upgrade(index, session, name, wait, tag);
         }
         if let Some(position) = state.and_then(|s| s.waiter_position(session)) {
             let waiting = state.expect("a queued lock has state").queue[position].mode;
             return if waiting == mode {
+                self.state_mut(&name).queue[position].tag = tag;
                 Ok(Response::Waiting { mode })
             } else {
                 Err(LockError::WaitModeMismatch { name, waiting })
@@ -291,6 +315,7 @@ impl LockTable {
                     session,
                     mode,
                     upgrade: false,
+                    tag,
                 };
                 return self.enqueue(name, waiter);
             }
@@ -302,7 +327,7 @@ impl LockTable {
         self.locks
             .entry(name.clone())
             .or_default()
-            .grant(session, mode, token);
+            .grant(session, mode, token, tag);
         self.session_mut(session).held.insert(name.clone());
         Ok(Response::Granted(Grant {
             session,
@@ -319,9 +344,11 @@ impl LockTable {
         session: SessionId,
         name: LockName,
         wait: bool,
+        tag: RequestTag,
     ) -> Result<Response, LockError> {
         let state = self.locks.get(&name).expect("a held lock has state");
-        if state.waiter_position(session).is_some() {
+        if let Some(position) = state.waiter_position(session) {
+            self.state_mut(&name).queue[position].tag = tag;
             return Ok(Response::Waiting {
                 mode: LockMode::Exclusive,
             });
@@ -330,7 +357,7 @@ impl LockTable {
             self.unlink(&name);
             let token = self.tokens.issue(index);
             self.state_mut(&name)
-                .grant(session, LockMode::Exclusive, token);
+                .grant(session, LockMode::Exclusive, token, tag);
             self.link(&name);
             return Ok(Response::Granted(Grant {
                 session,
@@ -352,6 +379,7 @@ impl LockTable {
             session,
             mode: LockMode::Exclusive,
             upgrade: true,
+            tag,
         };
         self.enqueue(name, waiter)
     }
@@ -412,6 +440,66 @@ impl LockTable {
         self.settle(index, &name, events);
         self.link(&name);
         Ok(Response::WaitCancelled)
+    }
+
+    /// See [`LockCommand::Abandon`]. Never an error: a session that ended or a request that was
+    /// never applied leaves nothing to undo.
+    fn abandon(
+        &mut self,
+        index: LogIndex,
+        session: SessionId,
+        name: LockName,
+        tag: RequestTag,
+        events: &mut Vec<LockEvent>,
+    ) -> Response {
+        let Some(state) = self.locks.get(&name).filter(|_| tag != 0) else {
+            return Response::NotWaiting;
+        };
+        if let Some(position) = state.waiter_position(session) {
+            if state.queue[position].tag != tag {
+                return Response::NotWaiting;
+            }
+            self.unlink(&name);
+            self.state_mut(&name).queue.remove(position);
+            self.session_mut(session).waiting.remove(&name);
+            self.settle(index, &name, events);
+            self.link(&name);
+            return Response::WaitCancelled;
+        }
+        let Some(hold) = state
+            .hold(session)
+            .filter(|hold| hold.granted_by == tag && hold.claimed_by == tag)
+        else {
+            return Response::NotWaiting;
+        };
+        self.unlink(&name);
+        let state = self.state_mut(&name);
+        match hold.before_upgrade {
+            Some((token, granted_by)) => {
+                // Back to the shared hold the session had (and still believes it has); it was
+                // the only holder, so nothing conflicts.
+                state.holders.insert(
+                    session,
+                    Hold {
+                        mode: LockMode::Shared,
+                        token,
+                        granted_by,
+                        claimed_by: granted_by,
+                        before_upgrade: None,
+                    },
+                );
+            }
+            None => {
+                state.holders.remove(&session);
+                self.session_mut(session).held.remove(&name);
+            }
+        }
+        self.settle(index, &name, events);
+        self.link(&name);
+        Response::Released {
+            name,
+            token: hold.token,
+        }
     }
 
     fn release(
@@ -528,7 +616,7 @@ impl LockTable {
                 )
             });
             let token = self.tokens.issue(index);
-            state.grant(waiter.session, waiter.mode, token);
+            state.grant(waiter.session, waiter.mode, token, waiter.tag);
             owner.waiting.remove(name);
             owner.held.insert(name.clone());
             events.push(LockEvent::Granted(Grant {

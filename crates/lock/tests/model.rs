@@ -125,6 +125,7 @@ impl Driver {
                 },
                 wait: *wait,
                 idempotency_key: None,
+                tag: 0,
             },
             Op::Cancel { session, name: n } => LockCommand::CancelWait {
                 session: self.session(*session),
@@ -326,6 +327,7 @@ impl Model {
                 wait,
                 ..
             } => self.acquire(session.0, name.as_str(), *mode, *wait),
+            LockCommand::Abandon { .. } => unreachable!("the generator proposes no abandonment"),
             LockCommand::CancelWait { session, name } => {
                 let s = session.0;
                 if !self.sessions.contains(&s) {
@@ -660,6 +662,7 @@ proptest! {
         for (j, id) in ids.iter().enumerate() {
             let granted = apply(&mut table, LockCommand::Acquire {
                 session: *id, name: lock(j), mode: LockMode::Exclusive, wait: true, idempotency_key: None,
+                tag: 0,
             });
             prop_assert!(matches!(granted.response, Ok(Response::Granted(_))));
         }
@@ -680,6 +683,7 @@ proptest! {
             let mode = if *exclusive { LockMode::Exclusive } else { LockMode::Shared };
             let outcome = apply(&mut table, LockCommand::Acquire {
                 session: ids[*from], name: lock(*to), mode, wait: true, idempotency_key: None,
+                tag: 0,
             });
             prop_assert_eq!(outcome.response, Ok(Response::Waiting { mode }), "acyclic wait refused");
             waits_on[*to].push((*from, mode));
@@ -727,6 +731,7 @@ proptest! {
         let closes_cycle = blockers.iter().any(|b| reaches(*b, hi));
         let outcome = apply(&mut table, LockCommand::Acquire {
             session: ids[hi], name: lock(lo), mode, wait: true, idempotency_key: None,
+            tag: 0,
         });
         match outcome.response {
             Err(LockError::Deadlock { cycle }) => {

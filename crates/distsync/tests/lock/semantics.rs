@@ -249,3 +249,98 @@ async fn a_follower_relays_to_the_leader_and_names_it() {
         .map(str::to_owned);
     assert_eq!(named.as_deref(), Some(cluster.nodes[&leader].http.as_str()));
 }
+
+/// Sends an acquire straight to `http` in a task the caller aborts to play a client that goes
+/// away mid-wait (the connection closes with the request unanswered).
+fn acquire_then_vanish(
+    http: &str,
+    session: u64,
+    name: &str,
+    mode: &str,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!("http://{http}/v1/locks/{name}/acquire");
+    let body = serde_json::json!({"session_id": session, "mode": mode, "wait_ms": 30_000});
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(url).json(&body).send().await;
+    })
+}
+
+async fn await_waiters(client: &distsync_client::Client, name: &str, waiting: &[u64]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = client.lock_state(name).await.unwrap();
+        let mut sessions: Vec<u64> = state.waiters.iter().map(|w| w.session_id).collect();
+        sessions.sort_unstable();
+        if sessions == waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiters of {name} are {sessions:?}, expected {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_gone_mid_wait_is_withdrawn_and_an_abandoned_upgrade_keeps_the_shared_hold() {
+    // Proves the withdrawal of an abandoned acquire through real processes: a waiter whose
+    // client closes the connection is withdrawn long before its 30 s wait would end, so the
+    // lock is free once its holder releases; an upgrader that goes away keeps the shared hold
+    // (and token) it had, and is not made exclusive when the other reader leaves.
+    let cluster = LockCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let http = cluster.nodes[&leader].http.clone();
+    let client = cluster.client();
+    let session = || client.create_session(Duration::from_secs(30));
+    let (holder, waiter, third) = (
+        session().await.unwrap(),
+        session().await.unwrap(),
+        session().await.unwrap(),
+    );
+
+    let held = holder
+        .lock("gone", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let request = acquire_then_vanish(&http, waiter.id(), "gone", "exclusive");
+    await_waiters(&client, "gone", &[waiter.id()]).await;
+    request.abort();
+    await_waiters(&client, "gone", &[]).await;
+    held.release().await.unwrap();
+    let state = client.lock_state("gone").await.unwrap();
+    assert!(
+        state.holders.is_empty(),
+        "granted to a vanished client: {state:?}"
+    );
+
+    let reader = holder
+        .lock("upgrade", LockMode::Shared, Duration::ZERO)
+        .await
+        .unwrap();
+    let shared = client
+        .acquire(waiter.id(), "upgrade", LockMode::Shared, Duration::ZERO)
+        .await
+        .unwrap();
+    let request = acquire_then_vanish(&http, waiter.id(), "upgrade", "exclusive");
+    await_waiters(&client, "upgrade", &[waiter.id()]).await;
+    request.abort();
+    await_waiters(&client, "upgrade", &[]).await;
+    reader.release().await.unwrap();
+    let state = client.lock_state("upgrade").await.unwrap();
+    let holders: Vec<(u64, LockMode, u64)> = state
+        .holders
+        .iter()
+        .map(|h| (h.session_id, h.mode, h.fencing_token))
+        .collect();
+    assert_eq!(
+        holders,
+        vec![(waiter.id(), LockMode::Shared, shared.fencing_token)],
+        "the abandoned upgrade changed the upgrader's hold"
+    );
+    // The lock is shared, not exclusive: a third reader gets in at once.
+    client
+        .acquire(third.id(), "upgrade", LockMode::Shared, Duration::ZERO)
+        .await
+        .unwrap();
+}

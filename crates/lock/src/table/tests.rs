@@ -57,12 +57,32 @@ impl Harness {
         mode: LockMode,
         wait: bool,
     ) -> ApplyOutcome {
+        self.tagged_acquire(session, name, mode, wait, 0)
+    }
+
+    fn tagged_acquire(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        mode: LockMode,
+        wait: bool,
+        tag: RequestTag,
+    ) -> ApplyOutcome {
         self.apply(LockCommand::Acquire {
             session,
             name: lock(name),
             mode,
             wait,
             idempotency_key: None,
+            tag,
+        })
+    }
+
+    fn abandon(&mut self, session: SessionId, name: &str, tag: RequestTag) -> ApplyOutcome {
+        self.apply(LockCommand::Abandon {
+            session,
+            name: lock(name),
+            tag,
         })
     }
 
@@ -701,6 +721,7 @@ fn retried_acquire_that_was_waiting_reports_the_later_grant() {
         mode: Exclusive,
         wait: true,
         idempotency_key: Some(key_of("acq-1")),
+        tag: 0,
     };
     assert_eq!(h.apply(acquire.clone()).response, waiting(Exclusive));
     let grant = match h.release(a, "r").events.as_slice() {
@@ -773,7 +794,8 @@ fn read_api_lists_holders_by_grant_and_waiters_in_order() {
         vec![Waiter {
             session: c,
             mode: Exclusive,
-            upgrade: false
+            upgrade: false,
+            tag: 0,
         }]
     );
     assert!(h.table.lock(&lock("free")).holders.is_empty());
@@ -856,4 +878,132 @@ fn identical_command_streams_give_identical_outcomes_and_snapshots() {
     };
     assert_eq!(script(&mut x), script(&mut y));
     assert_eq!(x.table.snapshot(), y.table.snapshot());
+}
+
+// ---- abandoned requests ---------------------------------------------------------------------
+
+fn holders(h: &Harness, name: &str) -> Vec<(SessionId, LockMode, FencingToken)> {
+    h.table
+        .lock(&lock(name))
+        .holders
+        .iter()
+        .map(|holder| (holder.session, holder.mode, holder.token))
+        .collect()
+}
+
+#[test]
+fn abandon_withdraws_the_wait_and_releases_the_grant_of_its_own_request() {
+    // Proves the withdrawal of a request whose answer never reached the client: queued, its
+    // wait goes; granted meanwhile, its hold goes and the next waiter is served.
+    let mut h = Harness::new();
+    let (a, b, c) = (h.session(), h.session(), h.session());
+    granted(&h.acquire(a, "r", Exclusive));
+    assert_eq!(
+        h.tagged_acquire(b, "r", Exclusive, true, 7).response,
+        waiting(Exclusive)
+    );
+    assert_eq!(h.abandon(b, "r", 7).response, Ok(Response::WaitCancelled));
+    assert!(h.table.lock(&lock("r")).waiters.is_empty());
+
+    assert_eq!(
+        h.tagged_acquire(b, "r", Exclusive, true, 8).response,
+        waiting(Exclusive)
+    );
+    assert_eq!(h.acquire(c, "r", Exclusive).response, waiting(Exclusive));
+    let released = h.release(a, "r");
+    assert!(matches!(released.events.as_slice(), [LockEvent::Granted(g)] if g.session == b));
+    let abandoned = h.abandon(b, "r", 8);
+    assert!(matches!(abandoned.response, Ok(Response::Released { .. })));
+    assert!(
+        matches!(abandoned.events.as_slice(), [LockEvent::Granted(g)] if g.session == c),
+        "{abandoned:?}"
+    );
+    assert_eq!(h.table.session(b).map(|s| s.lock_count), Some(0));
+}
+
+#[test]
+fn abandon_leaves_alone_what_a_retry_was_answered_with() {
+    // Proves the retry promise survives a late withdrawal: once a retry of the acquire (a new
+    // tag) is applied, the abandoned request's withdrawal touches neither the wait the retry
+    // joined nor the hold the retry was answered with.
+    let mut h = Harness::new();
+    let (a, b) = (h.session(), h.session());
+    granted(&h.acquire(a, "r", Exclusive));
+    assert_eq!(
+        h.tagged_acquire(b, "r", Exclusive, true, 7).response,
+        waiting(Exclusive)
+    );
+    assert_eq!(
+        h.tagged_acquire(b, "r", Exclusive, true, 8).response,
+        waiting(Exclusive)
+    );
+    assert_eq!(h.abandon(b, "r", 7).response, Ok(Response::NotWaiting));
+    h.release(a, "r");
+    let held = holders(&h, "r");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].0, b);
+    assert_eq!(h.abandon(b, "r", 7).response, Ok(Response::NotWaiting));
+    assert_eq!(holders(&h, "r"), held);
+
+    // Granted to the first request, then repeated by a retry before the withdrawal.
+    let (c, d) = (h.session(), h.session());
+    let first = granted(&h.tagged_acquire(c, "s", Exclusive, true, 20));
+    let again = granted(&h.tagged_acquire(c, "s", Exclusive, true, 21));
+    assert_eq!(first.token, again.token);
+    assert_eq!(h.abandon(c, "s", 20).response, Ok(Response::NotWaiting));
+    assert_eq!(
+        h.try_acquire(d, "s", Exclusive).response,
+        Ok(Response::NotGranted)
+    );
+}
+
+#[test]
+fn abandon_leaves_a_hold_older_than_its_request() {
+    // Proves a repeated acquire that is abandoned does not release the hold it found, and that
+    // an untagged request is never abandoned.
+    let mut h = Harness::new();
+    let a = h.session();
+    granted(&h.tagged_acquire(a, "r", Exclusive, true, 1));
+    granted(&h.tagged_acquire(a, "r", Shared, true, 2));
+    assert_eq!(h.abandon(a, "r", 2).response, Ok(Response::NotWaiting));
+    granted(&h.acquire(a, "t", Exclusive));
+    assert_eq!(h.abandon(a, "t", 0).response, Ok(Response::NotWaiting));
+    assert_eq!(h.table.session(a).map(|s| s.lock_count), Some(2));
+}
+
+#[test]
+fn abandoned_upgrade_turns_back_into_the_shared_hold() {
+    // Proves an upgrade whose answer was lost is undone, not released whole: the session keeps
+    // the shared hold (and token) it had, and a shared waiter behind the upgrade is served.
+    let mut h = Harness::new();
+    let (a, b, c) = (h.session(), h.session(), h.session());
+    let shared = granted(&h.tagged_acquire(a, "r", Shared, true, 1));
+    let upgraded = granted(&h.tagged_acquire(a, "r", Exclusive, true, 2));
+    assert!(upgraded.token > shared.token);
+    assert!(matches!(
+        h.abandon(a, "r", 2).response,
+        Ok(Response::Released { .. })
+    ));
+    assert_eq!(holders(&h, "r"), vec![(a, Shared, shared.token)]);
+
+    // Queued behind another shared holder, granted when it leaves, then abandoned.
+    granted(&h.acquire(b, "r", Shared));
+    assert_eq!(
+        h.tagged_acquire(a, "r", Exclusive, true, 3).response,
+        waiting(Exclusive)
+    );
+    assert_eq!(h.acquire(c, "r", Shared).response, waiting(Shared));
+    let released = h.release(b, "r");
+    assert!(
+        matches!(released.events.as_slice(), [LockEvent::Granted(g)] if g.session == a && g.mode == Exclusive)
+    );
+    let abandoned = h.abandon(a, "r", 3);
+    assert!(
+        matches!(abandoned.events.as_slice(), [LockEvent::Granted(g)] if g.session == c && g.mode == Shared),
+        "{abandoned:?}"
+    );
+    let mut held = holders(&h, "r");
+    held.sort();
+    assert_eq!(held.len(), 2);
+    assert!(held.contains(&(a, Shared, shared.token)), "{held:?}");
 }

@@ -44,7 +44,6 @@ pub async fn run_lock_node(
         config.timing,
         Arc::clone(&metrics.lock),
     )?;
-    let issued_tokens = state_machine.issued_tokens();
     let (raft, mut driver) = spawn_driver(
         config.driver.clone(),
         state_machine,
@@ -60,7 +59,7 @@ pub async fn run_lock_node(
         http_client,
         leader_wait: config.leader_wait,
         commit_timeout: config.commit_timeout,
-        issued_tokens,
+        request_tags: super::RequestTags::new(),
         allow_fault_injection: config.allow_fault_injection,
     });
     let app = router(service);

@@ -16,12 +16,11 @@ use distsync_api::{
     MemberView, ReleaseRequest, ReleaseResponse, SessionResponse, WaiterView,
 };
 use distsync_lock::{
-    FencingToken, IdempotencyKey, LockCommand, LockError, LockMode, LockName, Response as Outcome,
-    SessionId,
+    FencingToken, IdempotencyKey, LockCommand, LockError, LockMode, LockName, RequestTag,
+    Response as Outcome, SessionId,
 };
 use distsync_raft::Role;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The lock service's routes, plus health, readiness and metrics.
@@ -99,20 +98,19 @@ async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outco
     Ok(propose_reply(service, command).await?.outcome?)
 }
 
-/// Withdraws a wait that its request gave up on, however the request ended (timeout, lost
-/// leadership, client gone): otherwise the queued wait would later be granted to a session whose
-/// client was told it failed, and the lock would stay held. A grant that won the race is
-/// released again for the same reason — but only a grant this request can have caused: a hold
-/// the session had before (a shared hold it asked to upgrade, a repeated acquire) is its
-/// client's and stays. A request the table answered (granted, refused, queued and then told)
-/// disarms it: nothing of its own is left queued.
+/// Undoes an acquire whose answer never reached its client (the client went away, or the
+/// proposal's fate is unknown because it did not commit in time): otherwise a queued wait would
+/// later be granted to a session whose client was told it failed, or a grant made meanwhile
+/// would stay held, and the lock with it. It proposes `Abandon` with the request's tag, which
+/// withdraws the wait, releases the hold the request was granted, or turns an upgrade back into
+/// the shared hold it replaced — unless a later request (the client's retry) was answered with
+/// that wait or hold, or the hold predates the request. A request the table answered (granted,
+/// refused, queued and then told) disarms it: its client knows where it stands.
 struct WaitWithdrawal {
     service: Arc<LockService>,
     session: SessionId,
     name: LockName,
-    /// The last fencing token applied on this node before the request was proposed: any hold
-    /// with a token at most this old predates the request.
-    tokens_before: u64,
+    tag: RequestTag,
     armed: bool,
 }
 
@@ -128,32 +126,21 @@ impl Drop for WaitWithdrawal {
             return;
         }
         let service = Arc::clone(&self.service);
-        let (session, name, tokens_before) = (self.session, self.name.clone(), self.tokens_before);
+        let abandon = LockCommand::Abandon {
+            session: self.session,
+            name: self.name.clone(),
+            tag: self.tag,
+        };
         tokio::spawn(async move {
             for _ in 0..WITHDRAW_ATTEMPTS_MAX {
-                let cancel = LockCommand::CancelWait {
-                    session,
-                    name: name.clone(),
-                };
-                match propose(&service, cancel).await {
-                    Ok(Outcome::Granted(grant)) if grant.token.0 > tokens_before => {
-                        let release = LockCommand::Release {
-                            session,
-                            name: name.clone(),
-                            token: Some(grant.token),
-                            idempotency_key: None,
-                        };
-                        if propose(&service, release).await.is_ok() {
-                            return;
-                        }
-                    }
+                match propose(&service, abandon.clone()).await {
                     Ok(_) => return,
                     Err(error) if error.body.code != ErrorCode::NoLeader => return,
                     Err(_) => {}
                 }
                 tokio::time::sleep(WITHDRAW_RETRY).await;
             }
-            tracing::warn!(session = session.0, lock = %name, "could not withdraw an abandoned wait");
+            tracing::warn!(?abandon, "could not withdraw an abandoned acquire");
         });
     }
 }
@@ -279,20 +266,23 @@ async fn acquire(
     let session = SessionId(request.session_id);
     let mode = to_core_mode(request.mode);
     let wait = Duration::from_millis(request.wait_ms);
+    let tag = service.request_tags.next();
     let command = LockCommand::Acquire {
         session,
         name: name.clone(),
         mode,
         wait: request.wait_ms > 0,
         idempotency_key: idempotency_key(&headers)?,
+        tag,
     };
-    // From here on, a wait may be queued: make sure it is withdrawn if this request ends early.
+    // From here on the request may queue a wait or be granted: undo that if it ends without
+    // its answer (a try-lock too: a grant its client never heard of would stay held).
     let withdrawal = WaitWithdrawal {
         service: Arc::clone(&service),
         session,
         name: name.clone(),
-        tokens_before: service.issued_tokens.load(Ordering::Acquire),
-        armed: request.wait_ms > 0,
+        tag,
+        armed: true,
     };
     // An error here leaves the command's fate unknown (it may still commit): stay armed.
     let reply = propose_reply(&service, command).await?;

@@ -8,7 +8,6 @@ use distsync_lock::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -94,9 +93,6 @@ pub struct LockStateMachine {
     is_leader: bool,
     timing: SessionTiming,
     metrics: Arc<LockMetrics>,
-    /// The table's last issued fencing token, readable by request handlers without a trip
-    /// through the driver (see [`LockStateMachine::issued_tokens`]).
-    issued_tokens: Arc<AtomicU64>,
 }
 
 impl LockStateMachine {
@@ -118,20 +114,7 @@ impl LockStateMachine {
             is_leader: false,
             timing,
             metrics,
-            issued_tokens: Arc::new(AtomicU64::new(0)),
         })
-    }
-
-    /// The highest fencing token this replica has applied, updated after every entry. A hold
-    /// whose token is at most the value read before a request was proposed existed before that
-    /// request, so the request did not create it.
-    pub fn issued_tokens(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.issued_tokens)
-    }
-
-    fn publish_issued_tokens(&self) {
-        self.issued_tokens
-            .store(self.table.last_fencing_token().0, Ordering::Release);
     }
 
     /// The replicated table (read-only).
@@ -199,12 +182,15 @@ impl StateMachine for LockStateMachine {
         };
         let wait_key = match &command {
             LockCommand::Acquire { session, name, .. }
-            | LockCommand::CancelWait { session, name } => Some((*session, name.clone())),
+            | LockCommand::CancelWait { session, name }
+            | LockCommand::Abandon { session, name, .. } => Some((*session, name.clone())),
             _ => None,
         };
-        let cancels = matches!(command, LockCommand::CancelWait { .. });
+        let cancels = matches!(
+            command,
+            LockCommand::CancelWait { .. } | LockCommand::Abandon { .. }
+        );
         let outcome = self.table.apply(index, command);
-        self.publish_issued_tokens();
         match &outcome.response {
             Ok(Response::SessionCreated { session, ttl_ms }) if self.is_leader => {
                 self.deadlines
@@ -262,7 +248,6 @@ impl StateMachine for LockStateMachine {
 
     fn restore(&mut self, snapshot: &[u8]) -> anyhow::Result<()> {
         self.table = LockTable::restore(snapshot)?;
-        self.publish_issued_tokens();
         let now = Instant::now();
         self.deadlines.clear();
         self.expiring.clear();
