@@ -45,17 +45,10 @@ async fn drain(client: &QueueClient, group: &str, consumer: &str, ledger: &Mutex
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trimming_never_removes_what_a_group_still_needs() {
-    // Proves Q-08: with a trim pass every 50 ms, (1) while group "audit" has read nothing, no
-    // entry is trimmed although "workers" acknowledged almost all of them; (2) a crashed
-    // worker's 100 pending entries survive every trim and are redelivered; (3) each group
-    // receives every acknowledged publish (lost = ∅ per group); (4) once both groups have
-    // acknowledged everything, the streams are trimmed to nothing (the trim does run).
-    let cluster = Cluster::start(Backend::Redis, 1, 1, &["--trim-interval-ms", "50"]);
-    let client = cluster.client();
-    for group in ["workers", "audit"] {
-        // Creates the group on every partition before anything is published.
+/// Creates `groups` on every partition, then publishes 2,000 messages (40 batches of 50);
+/// returns the producers' ledger.
+async fn publish_with_groups(client: &QueueClient, groups: &[&str]) -> Ledger {
+    for group in groups {
         client
             .receive(QUEUE, &receive_request(group, "setup", 1, 0, 1_000))
             .await
@@ -71,6 +64,19 @@ async fn trimming_never_removes_what_a_group_still_needs() {
         published.attempted.extend(bodies.iter().cloned());
         published.acknowledged.extend(bodies);
     }
+    published
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trimming_never_removes_what_a_group_still_needs() {
+    // Proves Q-08: with a trim pass every 50 ms, (1) while group "audit" has read nothing, no
+    // entry is trimmed although "workers" acknowledged almost all of them; (2) a crashed
+    // worker's 100 pending entries survive every trim and are redelivered; (3) each group
+    // receives every acknowledged publish (lost = ∅ per group); (4) once both groups have
+    // acknowledged everything, the streams are trimmed to nothing (the trim does run).
+    let cluster = Cluster::start(Backend::Redis, 1, 1, &["--trim-interval-ms", "50"]);
+    let client = cluster.client();
+    let published = publish_with_groups(&client, &["workers", "audit"]).await;
     let workers = Mutex::new(Ledger {
         acknowledged: published.acknowledged.clone(),
         attempted: published.attempted.clone(),
@@ -164,20 +170,7 @@ async fn trim_negative_control_a_plain_maxlen_cap_loses_what_a_group_still_needs
     // so all the loss is the cap's.
     let cluster = Cluster::start(Backend::Redis, 1, 1, &["--trim-interval-ms", "0"]);
     let client = cluster.client();
-    client
-        .receive(QUEUE, &receive_request("workers", "setup", 1, 0, 1_000))
-        .await
-        .expect("group creation");
-    let mut published = Ledger::default();
-    for batch in 0..40 {
-        let bodies: Vec<String> = (0..50).map(|i| format!("m-{batch}-{i}")).collect();
-        client
-            .publish(QUEUE, bodies.iter().cloned().map(message).collect())
-            .await
-            .expect("publish");
-        published.attempted.extend(bodies.iter().cloned());
-        published.acknowledged.extend(bodies);
-    }
+    let published = publish_with_groups(&client, &["workers"]).await;
     let workers = Mutex::new(published);
     let crashed = client
         .receive(
