@@ -6,6 +6,15 @@ use distsync_raft::TestBugs;
 use distsync_sim::raft::{CheckerOptions, SweepOptions, run_seed, sweep};
 use std::time::Instant;
 
+/// `println!` that ignores a closed stdout: `distsync sim … --trace | head` must end quietly
+/// when `head` exits, not panic on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Arguments of `distsync sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -101,9 +110,9 @@ fn run_raft(args: RaftSimArgs) -> anyhow::Result<()> {
     };
     if let Some(seed) = args.seed {
         let report = run_seed(seed, &opts);
-        println!("swarm: {}", report.swarm);
+        say!("swarm: {}", report.swarm);
         for failure in report.violation.iter().chain(&report.liveness_failure) {
-            println!("{failure}");
+            say!("{failure}");
         }
         let summary = format!(
             "seeds=1 steps={} violations={} liveness_failures={} trace_hash={:016x}",
@@ -112,7 +121,7 @@ fn run_raft(args: RaftSimArgs) -> anyhow::Result<()> {
             u8::from(report.liveness_failure.is_some()),
             report.trace_hash
         );
-        println!("{summary}");
+        say!("{summary}");
         if report.violation.is_some() || report.liveness_failure.is_some() {
             bail!("seed {seed} failed");
         }
@@ -131,7 +140,7 @@ fn run_raft(args: RaftSimArgs) -> anyhow::Result<()> {
             );
         }
     });
-    println!("{summary}");
+    say!("{summary}");
     if summary.violations > 0 || summary.liveness_failures > 0 {
         let seeds: Vec<u64> = summary.failures.iter().map(|r| r.seed).collect();
         bail!("simulation found failures (first failing seeds: {seeds:?})");
@@ -205,11 +214,11 @@ fn run_cache(args: CacheSimArgs) -> anyhow::Result<()> {
     };
     if let Some(seed) = args.seed {
         let report = cache::run_seed(seed, &opts);
-        println!("swarm: {}", report.swarm);
+        say!("swarm: {}", report.swarm);
         for failure in report.violation.iter().chain(&report.liveness_failure) {
-            println!("{failure}");
+            say!("{failure}");
         }
-        println!(
+        say!(
             "seeds=1 steps={} violations={} liveness_failures={} trace_hash={:016x}",
             report.steps,
             u8::from(report.violation.is_some()),
@@ -234,7 +243,7 @@ fn run_cache(args: CacheSimArgs) -> anyhow::Result<()> {
             );
         }
     });
-    println!("{summary}");
+    say!("{summary}");
     if summary.violations > 0 || summary.liveness_failures > 0 {
         let seeds: Vec<u64> = summary.failures.iter().map(|r| r.seed).collect();
         bail!("simulation found failures (first failing seeds: {seeds:?})");

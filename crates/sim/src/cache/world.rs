@@ -295,7 +295,9 @@ impl CacheWorld {
             self.trace_hash.write_u64(*part);
         }
         if self.trace {
-            println!("t={} {}", self.now_tick, event());
+            use std::io::Write;
+            // A closed pipe (`| head`) must not turn a replay into a panic.
+            let _ = writeln!(std::io::stdout().lock(), "t={} {}", self.now_tick, event());
         }
     }
 
