@@ -434,12 +434,45 @@ impl LockTable {
                 None => Response::NotWaiting,
             });
         };
-        self.unlink(&name);
-        self.state_mut(&name).queue.remove(position);
-        self.session_mut(session).waiting.remove(&name);
-        self.settle(index, &name, events);
-        self.link(&name);
+        self.withdraw_wait(index, session, &name, position, events);
         Ok(Response::WaitCancelled)
+    }
+
+    /// Removes `session`'s wait (at `position` in the queue of `name`) and grants what that
+    /// makes grantable.
+    fn withdraw_wait(
+        &mut self,
+        index: LogIndex,
+        session: SessionId,
+        name: &LockName,
+        position: usize,
+        events: &mut Vec<LockEvent>,
+    ) {
+        self.unlink(name);
+        self.state_mut(name).queue.remove(position);
+        self.session_mut(session).waiting.remove(name);
+        self.settle(index, name, events);
+        self.link(name);
+    }
+
+    /// Removes `session`'s hold on `name` and grants what that makes grantable. A pending
+    /// upgrade of the session outlives the shared hold as a plain exclusive wait at the head.
+    fn drop_hold(
+        &mut self,
+        index: LogIndex,
+        session: SessionId,
+        name: &LockName,
+        events: &mut Vec<LockEvent>,
+    ) {
+        self.unlink(name);
+        let state = self.state_mut(name);
+        state.holders.remove(&session);
+        if let Some(position) = state.waiter_position(session) {
+            state.queue[position].upgrade = false;
+        }
+        self.session_mut(session).held.remove(name);
+        self.settle(index, name, events);
+        self.link(name);
     }
 
     /// See [`LockCommand::Abandon`]. Never an error: a session that ended or a request that was
@@ -459,11 +492,7 @@ impl LockTable {
             if state.queue[position].tag != tag {
                 return Response::NotWaiting;
             }
-            self.unlink(&name);
-            self.state_mut(&name).queue.remove(position);
-            self.session_mut(session).waiting.remove(&name);
-            self.settle(index, &name, events);
-            self.link(&name);
+            self.withdraw_wait(index, session, &name, position, events);
             return Response::WaitCancelled;
         }
         let Some(hold) = state
@@ -472,13 +501,12 @@ impl LockTable {
         else {
             return Response::NotWaiting;
         };
-        self.unlink(&name);
-        let state = self.state_mut(&name);
         match hold.before_upgrade {
             Some((token, granted_by)) => {
                 // Back to the shared hold the session had (and still believes it has); it was
                 // the only holder, so nothing conflicts.
-                state.holders.insert(
+                self.unlink(&name);
+                self.state_mut(&name).holders.insert(
                     session,
                     Hold {
                         mode: LockMode::Shared,
@@ -488,14 +516,11 @@ impl LockTable {
                         before_upgrade: None,
                     },
                 );
+                self.settle(index, &name, events);
+                self.link(&name);
             }
-            None => {
-                state.holders.remove(&session);
-                self.session_mut(session).held.remove(&name);
-            }
+            None => self.drop_hold(index, session, &name, events),
         }
-        self.settle(index, &name, events);
-        self.link(&name);
         Response::Released {
             name,
             token: hold.token,
@@ -525,16 +550,7 @@ impl LockTable {
                 current: hold.token,
             });
         }
-        self.unlink(&name);
-        let state = self.state_mut(&name);
-        state.holders.remove(&session);
-        if let Some(position) = state.waiter_position(session) {
-            // A pending upgrade outlives the shared hold as a plain exclusive wait at the head.
-            state.queue[position].upgrade = false;
-        }
-        self.session_mut(session).held.remove(&name);
-        self.settle(index, &name, events);
-        self.link(&name);
+        self.drop_hold(index, session, &name, events);
         Ok(Response::Released {
             name,
             token: hold.token,

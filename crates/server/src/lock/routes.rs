@@ -106,7 +106,7 @@ async fn propose(service: &LockService, command: LockCommand) -> ApiResult<Outco
 /// the shared hold it replaced — unless a later request (the client's retry) was answered with
 /// that wait or hold, or the hold predates the request. A request the table answered (granted,
 /// refused, queued and then told) disarms it: its client knows where it stands.
-struct WaitWithdrawal {
+struct Abandonment {
     service: Arc<LockService>,
     session: SessionId,
     name: LockName,
@@ -114,13 +114,13 @@ struct WaitWithdrawal {
     armed: bool,
 }
 
-impl WaitWithdrawal {
+impl Abandonment {
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for WaitWithdrawal {
+impl Drop for Abandonment {
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -277,7 +277,7 @@ async fn acquire(
     };
     // From here on the request may queue a wait or be granted: undo that if it ends without
     // its answer (a try-lock too: a grant its client never heard of would stay held).
-    let withdrawal = WaitWithdrawal {
+    let withdrawal = Abandonment {
         service: Arc::clone(&service),
         session,
         name: name.clone(),
