@@ -6,13 +6,11 @@ use distsync_raft::TestBugs;
 use distsync_sim::raft::{CheckerOptions, SweepOptions, run_seed, sweep};
 use std::time::Instant;
 
-/// `println!` that ignores a closed stdout: `distsync sim … --trace | head` must end quietly
-/// when `head` exits, not panic on the broken pipe.
+/// A line of output; `distsync_sim::print_line` tolerates a reader that left (`| head`).
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        distsync_sim::print_line(format_args!($($arg)*))
+    };
 }
 
 /// Arguments of `distsync sim`.

@@ -49,3 +49,10 @@ pub mod cache;
 pub mod net;
 pub mod raft;
 pub mod sweep;
+
+/// Prints one line of a replay's output on stdout, ignoring a closed stdout: `distsync sim …
+/// --trace | head` must end quietly when `head` exits, not panic on the broken pipe.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}

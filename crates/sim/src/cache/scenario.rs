@@ -188,8 +188,7 @@ fn run_seed_inner(seed: u64, opts: &CacheSweepOptions) -> CacheSeedReport {
     let swarm_text = format!("{swarm:?}");
     let mut world = CacheWorld::new(opts.nodes, &config(&swarm, opts.bugs), seed, opts.trace);
     if opts.trace {
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout().lock(), "seed {seed} swarm {swarm_text}");
+        crate::print_line(format_args!("seed {seed} swarm {swarm_text}"));
     }
     world.net.set_default_faults(swarm.link);
     let hosts = world.host_ids();

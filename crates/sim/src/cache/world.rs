@@ -295,9 +295,7 @@ impl CacheWorld {
             self.trace_hash.write_u64(*part);
         }
         if self.trace {
-            use std::io::Write;
-            // A closed pipe (`| head`) must not turn a replay into a panic.
-            let _ = writeln!(std::io::stdout().lock(), "t={} {}", self.now_tick, event());
+            crate::print_line(format_args!("t={} {}", self.now_tick, event()));
         }
     }
 

@@ -1211,15 +1211,12 @@ impl Cluster {
     }
 
     fn print_line(&self, line: &str) {
-        use std::io::Write;
-        // A closed pipe (`| head`) must not turn a replay into a panic.
-        let _ = writeln!(
-            std::io::stdout().lock(),
+        crate::print_line(format_args!(
             "[seed {} t={}.{:02}s] {line}",
             self.opts.seed,
             self.now_us / 1_000_000,
             (self.now_us / 10_000) % 100
-        );
+        ));
     }
 
     /// Prints a free-form line into the trace (when tracing).
