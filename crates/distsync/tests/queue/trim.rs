@@ -67,6 +67,21 @@ async fn publish_with_groups(client: &QueueClient, groups: &[&str]) -> Ledger {
     published
 }
 
+/// A worker of group "workers" takes 100 entries and crashes (never acks): they stay pending
+/// under its name. Returns their bodies.
+async fn crash_a_worker(client: &QueueClient, workers: &Mutex<Ledger>) -> Vec<String> {
+    let crashed = client
+        .receive(
+            QUEUE,
+            &receive_request("workers", "crashed", 100, 0, VISIBILITY_MS),
+        )
+        .await
+        .expect("receive");
+    assert_eq!(crashed.messages.len(), 100);
+    record(workers, &crashed.messages);
+    crashed.messages.iter().map(|m| m.body.clone()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trimming_never_removes_what_a_group_still_needs() {
     // Proves Q-08: with a trim pass every 50 ms, (1) while group "audit" has read nothing, no
@@ -84,17 +99,7 @@ async fn trimming_never_removes_what_a_group_still_needs() {
     });
     let audit = Mutex::new(published);
 
-    // A worker takes 100 entries and crashes (never acks).
-    let crashed = client
-        .receive(
-            QUEUE,
-            &receive_request("workers", "crashed", 100, 0, VISIBILITY_MS),
-        )
-        .await
-        .expect("receive");
-    assert_eq!(crashed.messages.len(), 100);
-    record(&workers, &crashed.messages);
-    let crashed_bodies: Vec<String> = crashed.messages.iter().map(|m| m.body.clone()).collect();
+    let crashed_bodies = crash_a_worker(&client, &workers).await;
     drain(&client, "workers", "fast", &workers).await;
     await_trim_passes(&cluster, 3).await;
     assert_eq!(
@@ -172,14 +177,7 @@ async fn trim_negative_control_a_plain_maxlen_cap_loses_what_a_group_still_needs
     let client = cluster.client();
     let published = publish_with_groups(&client, &["workers"]).await;
     let workers = Mutex::new(published);
-    let crashed = client
-        .receive(
-            QUEUE,
-            &receive_request("workers", "crashed", 100, 0, VISIBILITY_MS),
-        )
-        .await
-        .expect("receive");
-    record(&workers, &crashed.messages);
+    crash_a_worker(&client, &workers).await;
 
     let redis = cluster.redis_for("r1");
     let (mut trimmed, mut deleted_pending) = (0, 0);
