@@ -17,7 +17,7 @@
 //! state of every key forms one consistent cut.
 
 use super::common::{
-    CacheClient, ClientError, Cluster, Faults, Interval, LinkState, RedisProc, await_view,
+    CacheClient, ClientError, Cluster, Faults, Interval, LinkState, Mesh, RedisProc, await_view,
     read_violations, single_writer_violation,
 };
 use distsync_api::ErrorCode;
@@ -579,6 +579,16 @@ enum Cut<'a> {
     Between(&'a str, &'a str),
 }
 
+impl Cut<'_> {
+    /// Puts the links this cut names in `state` (`Open` heals it).
+    async fn set(self, mesh: &Mesh, state: LinkState) {
+        match self {
+            Cut::Isolate(group) => mesh.partition(group, state).await,
+            Cut::Between(a, b) => mesh.cut_between(a, b, state).await,
+        }
+    }
+}
+
 /// One node's view as it reported it during the cut.
 #[derive(Clone, Debug)]
 struct ViewPoll {
@@ -698,10 +708,7 @@ async fn partition_schedule(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cut_at = Instant::now();
-    match cut {
-        Cut::Isolate(group) => mesh.partition(group, LinkState::Blackhole).await,
-        Cut::Between(a, b) => mesh.cut_between(a, b, LinkState::Blackhole).await,
-    }
+    cut.set(&mesh, LinkState::Blackhole).await;
     let mut polls = Vec::new();
     while cut_at.elapsed() < partition {
         for node in &names {
@@ -719,10 +726,7 @@ async fn partition_schedule(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let healed_at = Instant::now();
-    match cut {
-        Cut::Isolate(group) => mesh.partition(group, LinkState::Open).await,
-        Cut::Between(a, b) => mesh.cut_between(a, b, LinkState::Open).await,
-    }
+    cut.set(&mesh, LinkState::Open).await;
     await_view(&client, &names, &names, healed_at + Duration::from_secs(15)).await;
     let rejoin = healed_at.elapsed();
     // Load on the whole cluster again, so the rejoined nodes are read after the heal too.
@@ -863,6 +867,15 @@ async fn a_minority_with_the_coordinator_never_serves_beside_the_majority() {
     eprintln!("took {:?}", started.elapsed());
 }
 
+/// How many of `ops` each node served.
+fn served_by_node<'a>(ops: impl Iterator<Item = &'a Op>) -> BTreeMap<&'a str, usize> {
+    let mut served = BTreeMap::new();
+    for op in ops.filter(|op| op.served()) {
+        *served.entry(op.node.as_str()).or_default() += 1;
+    }
+    served
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_reads_fresh() {
     // C-09, partial: c1 (the coordinator) and c2 lose each other for 8 s but both still reach
@@ -877,22 +890,16 @@ async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_rea
     let forks: Vec<_> = views.iter().filter(|(_, lists)| lists.len() > 1).collect();
     assert!(forks.is_empty(), "one epoch, two member lists: {forks:?}");
     let settle = Duration::from_millis(FAILURE_TIMEOUT_MS) + Duration::from_secs(2);
-    let mut served_during: BTreeMap<&str, usize> = BTreeMap::new();
-    for op in run.during(&all, settle).filter(|op| op.served()) {
-        *served_during.entry(op.node.as_str()).or_default() += 1;
-    }
+    let served_during = served_by_node(run.during(&all, settle));
     assert!(
         !served_during.is_empty(),
         "nobody served from {settle:?} into the partial partition on; views {views:?}"
     );
-    let mut served_after: BTreeMap<&str, usize> = BTreeMap::new();
-    for op in run
-        .load
-        .all_ops()
-        .filter(|op| op.start >= run.healed_at + run.rejoin && op.served())
-    {
-        *served_after.entry(op.node.as_str()).or_default() += 1;
-    }
+    let served_after = served_by_node(
+        run.load
+            .all_ops()
+            .filter(|op| op.start >= run.healed_at + run.rejoin),
+    );
     assert_eq!(
         served_after.len(),
         all.len(),
