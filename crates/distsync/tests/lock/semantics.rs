@@ -250,19 +250,18 @@ async fn a_follower_relays_to_the_leader_and_names_it() {
     assert_eq!(named.as_deref(), Some(cluster.nodes[&leader].http.as_str()));
 }
 
-/// Sends an acquire straight to `http` in a task the caller aborts to play a client that goes
-/// away mid-wait (the connection closes with the request unanswered).
-fn acquire_then_vanish(
-    http: &str,
-    session: u64,
-    name: &str,
-    mode: &str,
-) -> tokio::task::JoinHandle<()> {
+/// Plays a client that asks for `name` exclusively with a 30 s wait, straight to `http`, and
+/// goes away once its wait is queued (the connection closes with the request unanswered);
+/// returns once the node has withdrawn the wait.
+async fn wait_then_vanish(client: &distsync_client::Client, http: &str, session: u64, name: &str) {
     let url = format!("http://{http}/v1/locks/{name}/acquire");
-    let body = serde_json::json!({"session_id": session, "mode": mode, "wait_ms": 30_000});
-    tokio::spawn(async move {
+    let body = serde_json::json!({"session_id": session, "mode": "exclusive", "wait_ms": 30_000});
+    let request = tokio::spawn(async move {
         let _ = reqwest::Client::new().post(url).json(&body).send().await;
-    })
+    });
+    await_waiters(client, name, &[session]).await;
+    request.abort();
+    await_waiters(client, name, &[]).await;
 }
 
 async fn await_waiters(client: &distsync_client::Client, name: &str, waiting: &[u64]) {
@@ -303,10 +302,7 @@ async fn a_client_gone_mid_wait_is_withdrawn_and_an_abandoned_upgrade_keeps_the_
         .lock("gone", LockMode::Exclusive, Duration::ZERO)
         .await
         .unwrap();
-    let request = acquire_then_vanish(&http, waiter.id(), "gone", "exclusive");
-    await_waiters(&client, "gone", &[waiter.id()]).await;
-    request.abort();
-    await_waiters(&client, "gone", &[]).await;
+    wait_then_vanish(&client, &http, waiter.id(), "gone").await;
     held.release().await.unwrap();
     let state = client.lock_state("gone").await.unwrap();
     assert!(
@@ -322,10 +318,7 @@ async fn a_client_gone_mid_wait_is_withdrawn_and_an_abandoned_upgrade_keeps_the_
         .acquire(waiter.id(), "upgrade", LockMode::Shared, Duration::ZERO)
         .await
         .unwrap();
-    let request = acquire_then_vanish(&http, waiter.id(), "upgrade", "exclusive");
-    await_waiters(&client, "upgrade", &[waiter.id()]).await;
-    request.abort();
-    await_waiters(&client, "upgrade", &[]).await;
+    wait_then_vanish(&client, &http, waiter.id(), "upgrade").await;
     reader.release().await.unwrap();
     let state = client.lock_state("upgrade").await.unwrap();
     let holders: Vec<(u64, LockMode, u64)> = state
