@@ -337,3 +337,85 @@ async fn a_client_gone_mid_wait_is_withdrawn_and_an_abandoned_upgrade_keeps_the_
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_abandoned_on_a_cut_off_leader_is_withdrawn_by_the_next_leader() {
+    // Proves that withdrawal follows leadership: the waiter's client goes away while the node
+    // that queued its wait is cut off and has lost leadership. The wait lives on in the
+    // majority's log; once the cut heals, the old leader has the new one withdraw it, so the
+    // lock is free when its holder releases instead of passing to a client that left.
+    let cluster = LockCluster::start(3).await;
+    let old_leader = cluster.leader(Duration::from_secs(5)).await;
+    let http = cluster.nodes[&old_leader].http.clone();
+    let client = cluster.client();
+    let holder = client
+        .create_session(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let waiter = client
+        .create_session(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let held = holder
+        .lock("moved", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let url = format!("http://{http}/v1/locks/moved/acquire");
+    let body =
+        serde_json::json!({"session_id": waiter.id(), "mode": "exclusive", "wait_ms": 60_000});
+    let request = tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(url).json(&body).send().await;
+    });
+    await_waiters(&client, "moved", &[waiter.id()]).await;
+
+    cluster.partition(&[old_leader], true).await;
+    let others: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|&id| id != old_leader)
+        .collect();
+    let majority = distsync_client::Client::new(distsync_client::ClientConfig::new(
+        others.iter().map(|id| cluster.nodes[id].http.clone()),
+    ))
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut leaders = Vec::new();
+        for &id in &others {
+            if let Some(status) = cluster.status(id).await
+                && status.role == "leader"
+            {
+                leaders.push(id);
+            }
+        }
+        if !leaders.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the majority elected no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old_view = cluster
+        .status(old_leader)
+        .await
+        .expect("the cut-off node answers");
+    request.abort(); // the client leaves while its node cannot reach the leader
+    // The abandonment cannot be delivered yet; the wait is still queued on the majority.
+    assert_eq!(
+        majority.lock_state("moved").await.unwrap().waiters.len(),
+        1,
+        "withdrawn while cut off (cut-off node's view: {old_view:?})"
+    );
+    cluster.partition(&[old_leader], false).await;
+
+    await_waiters(&majority, "moved", &[]).await;
+    held.release().await.unwrap();
+    let state = majority.lock_state("moved").await.unwrap();
+    assert!(
+        state.holders.is_empty(),
+        "granted to a client that left: {state:?}"
+    );
+}

@@ -379,7 +379,8 @@ pub async fn metric(addr: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One JSON line a consumer process printed, stamped when the test read it.
+/// One JSON line a consumer process printed, stamped when the test read it (or, for what
+/// was left in the pipe of a consumer killed mid-batch, when the consumer was seen blocked).
 #[derive(Debug, Clone)]
 pub struct Printed {
     pub at: Instant,
@@ -406,8 +407,10 @@ pub struct ConsumerProc {
     log: std::sync::Arc<std::sync::Mutex<PrintLog>>,
     child: Option<Child>,
     reader: Option<std::thread::JoinHandle<()>>,
-    /// One signal per line the running incarnation printed.
-    printed_lines: Option<std::sync::mpsc::Receiver<()>>,
+    /// Set: the reader stops reading after its next line, until `resume_reading` sends (the
+    /// moment by which what is left in the pipe was printed) or is dropped.
+    hold_reading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    resume_reading: Option<std::sync::mpsc::Sender<Instant>>,
 }
 
 impl ConsumerProc {
@@ -442,7 +445,8 @@ impl ConsumerProc {
             log: log.clone(),
             child: None,
             reader: None,
-            printed_lines: None,
+            hold_reading: Default::default(),
+            resume_reading: None,
         };
         consumer.spawn();
         consumer
@@ -458,24 +462,32 @@ impl ConsumerProc {
             .expect("starting distsync queue consume");
         let stdout = child.stdout.take().expect("piped stdout");
         let (log, consumer, incarnation) = (self.log.clone(), self.name.clone(), self.incarnation);
-        let (printed, printed_lines) = std::sync::mpsc::channel();
-        self.printed_lines = Some(printed_lines);
+        let hold = self.hold_reading.clone();
+        hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (resume_reading, resumed) = std::sync::mpsc::channel::<Instant>();
+        self.resume_reading = Some(resume_reading);
         self.reader = Some(std::thread::spawn(move || {
+            let mut printed_by = None;
             // Ends at EOF, i.e. when the process is gone.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let at = Instant::now();
-                let mut log = log.lock().expect("print log lock");
-                match serde_json::from_str(&line) {
-                    Ok(message) => log.lines.push(Printed {
-                        at,
-                        consumer: consumer.clone(),
-                        incarnation,
-                        message,
-                    }),
-                    Err(_) => log.garbled.push(line),
+                let at = printed_by.unwrap_or_else(Instant::now);
+                {
+                    let mut log = log.lock().expect("print log lock");
+                    match serde_json::from_str(&line) {
+                        Ok(message) => log.lines.push(Printed {
+                            at,
+                            consumer: consumer.clone(),
+                            incarnation,
+                            message,
+                        }),
+                        Err(_) => log.garbled.push(line),
+                    }
                 }
-                let _ = printed.send(()); // nobody may be listening
+                if hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    // Returns after the kill.
+                    printed_by = resumed.recv().ok();
+                }
             }
         }));
         self.child = Some(child);
@@ -500,10 +512,19 @@ impl ConsumerProc {
     /// SIGKILL: whatever it received and did not ack stays pending under its name. Returns
     /// once every line it printed is in the log, with the moment of the signal.
     pub fn kill(&mut self) -> Instant {
+        self.kill_then_read_the_rest(None)
+    }
+
+    /// [`Self::kill`]; a reader held by [`Self::kill_mid_batch`] then logs what is left in the
+    /// pipe as printed at `printed_by`.
+    fn kill_then_read_the_rest(&mut self, printed_by: Option<Instant>) -> Instant {
         let at = Instant::now();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // it may have exited on its own; `running` reports that
             child.wait().expect("reaping a consumer");
+        }
+        if let (Some(resume), Some(printed_by)) = (self.resume_reading.take(), printed_by) {
+            let _ = resume.send(printed_by); // the reader may have ended at EOF already
         }
         if let Some(reader) = self.reader.take() {
             reader.join().expect("consumer reader thread");
@@ -511,15 +532,31 @@ impl ConsumerProc {
         at
     }
 
-    /// SIGKILLs the consumer right after it prints its next line, i.e. while it holds
-    /// messages it received and has not acked yet (it acks a batch after printing it all).
-    /// Waits at most `limit` for that line, then kills anyway; returns whether the line came.
-    /// Blocks the thread: call it from `block_in_place`.
-    pub fn kill_after_next_line(&mut self, limit: Duration) -> (bool, Instant) {
-        let printed = self.printed_lines.take().expect("a running consumer");
-        while printed.try_recv().is_ok() {} // lines from before the call do not count
-        let caught = printed.recv_timeout(limit).is_ok();
-        (caught, self.kill())
+    /// SIGKILLs the consumer in the middle of printing a batch, i.e. while it holds messages
+    /// it received, printed in part, and has not acked (it acks a batch after printing all of
+    /// it). The reader stops reading after its next line, so the consumer's output pipe fills
+    /// and its next write blocks: a write of a batch being printed, never the ack. Kills once
+    /// a thread of the consumer sleeps in a pipe write, or after `limit` anyway; returns
+    /// whether it was caught there. Blocks the thread: call it from `block_in_place`.
+    pub fn kill_mid_batch(&mut self, limit: Duration) -> (bool, Instant) {
+        self.hold_reading
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let pid = self.child.as_ref().expect("a running consumer").id();
+        let deadline = Instant::now() + limit;
+        let caught = loop {
+            if blocked_writing_a_pipe(pid) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            // No event tells that another process fell asleep in a write: this polls /proc.
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // The consumer prints nothing more while the reader holds: all that is in the pipe
+        // was printed by now.
+        let printed_by = Instant::now();
+        (caught, self.kill_then_read_the_rest(Some(printed_by)))
     }
 
     /// Starts again under the same consumer name.
@@ -528,6 +565,18 @@ impl ConsumerProc {
         self.incarnation += 1;
         self.spawn();
     }
+}
+
+/// Whether a thread of process `pid` sleeps in a pipe write (its wchan names the kernel's pipe
+/// write path: `pipe_write`, or `anon_pipe_write` on newer kernels).
+fn blocked_writing_a_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan"))
+            .is_ok_and(|wchan| wchan.contains("pipe_write"))
+    })
 }
 
 impl Drop for ConsumerProc {

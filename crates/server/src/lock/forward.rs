@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use distsync_api::ErrorCode;
+use distsync_api::{ErrorBody, ErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +133,42 @@ async fn relay(
     response
         .body(Body::from(bytes))
         .map_err(|error| ApiError::internal(error.to_string()))
+}
+
+/// Sends a write this node made up itself (not a client's request) to the leader at
+/// `leader_http`, marked as forwarded so a node that no longer leads bounces it rather than
+/// relaying it on. The leader's error answer comes back as the error.
+pub async fn post_to_leader<T: serde::Serialize>(
+    service: &LockService,
+    leader_http: &str,
+    path: &str,
+    body: &T,
+) -> Result<(), ApiError> {
+    let unreachable = |error: reqwest::Error| {
+        ApiError::new(
+            ErrorCode::NoLeader,
+            format!("the leader at {leader_http} could not be reached: {error}"),
+        )
+    };
+    let answer = service
+        .http_client
+        .post(format!("http://{leader_http}{path}"))
+        .timeout(service.commit_timeout + service.leader_wait)
+        .header(FORWARDED_HEADER, "1")
+        .json(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    if answer.status().is_success() {
+        return Ok(());
+    }
+    let status = answer.status();
+    let body: ErrorBody = answer.json().await.map_err(unreachable)?;
+    Err(ApiError {
+        status: axum::http::StatusCode::from_u16(status.as_u16())
+            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+        body,
+    })
 }
 
 /// Headers that describe the message itself and are relayed; hop-by-hop ones are not.

@@ -2,7 +2,7 @@
 //! lock semantics live in `distsync-lock`.
 
 use super::LockService;
-use super::forward::forward_to_leader;
+use super::forward::{forward_to_leader, post_to_leader};
 use super::state_machine::LockReply;
 use crate::http::{ApiError, Json, metrics_response, with_common_routes};
 use axum::Router;
@@ -34,6 +34,7 @@ pub fn router(service: Arc<LockService>) -> Router {
         .route("/v1/locks/{name}", get(lock_state))
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route(ABANDON_PATH, post(abandon))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&service),
             forward_to_leader,
@@ -126,27 +127,88 @@ impl Drop for Abandonment {
             return;
         }
         let service = Arc::clone(&self.service);
-        let abandon = LockCommand::Abandon {
-            session: self.session,
-            name: self.name.clone(),
+        let abandon = AbandonRequest {
+            session_id: self.session.0,
+            name: self.name.as_str().to_owned(),
             tag: self.tag,
         };
         tokio::spawn(async move {
-            for _ in 0..WITHDRAW_ATTEMPTS_MAX {
-                match propose(&service, abandon.clone()).await {
-                    Ok(_) => return,
-                    Err(error) if error.body.code != ErrorCode::NoLeader => return,
+            // The wait or grant lives as long as the session, which its client may keep alive:
+            // keep trying through elections and partitions, then give up loudly.
+            let deadline = tokio::time::Instant::now() + ABANDON_GIVE_UP_AFTER;
+            let mut pause = ABANDON_RETRY_MIN;
+            loop {
+                match abandon_through_leader(&service, &abandon).await {
+                    Ok(()) => return,
+                    Err(error) if error.body.code != ErrorCode::NoLeader => {
+                        tracing::warn!(?abandon, %error.body.message, "abandoning an acquire failed");
+                        return;
+                    }
                     Err(_) => {}
                 }
-                tokio::time::sleep(WITHDRAW_RETRY).await;
+                if tokio::time::Instant::now() + pause > deadline {
+                    tracing::warn!(
+                        ?abandon,
+                        "could not withdraw an abandoned acquire: no leader reached"
+                    );
+                    return;
+                }
+                // A retry policy, not a synchronisation: an election may take a while, and a
+                // cut-off node hears of the new leader only once the partition heals.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ABANDON_RETRY_MAX);
             }
-            tracing::warn!(?abandon, "could not withdraw an abandoned acquire");
         });
     }
 }
 
-const WITHDRAW_ATTEMPTS_MAX: usize = 20;
-const WITHDRAW_RETRY: Duration = Duration::from_millis(250);
+/// Proposes the abandonment here if this node leads, or has the leader propose it: leadership
+/// may have moved since the acquire was proposed, and the request may still commit (or have
+/// committed) under the new leader.
+async fn abandon_through_leader(service: &LockService, abandon: &AbandonRequest) -> ApiResult<()> {
+    let status = service.raft.status();
+    if status.is_leader() {
+        return propose_abandon(service, abandon).await;
+    }
+    match status.leader_http() {
+        Some(leader) => post_to_leader(service, leader, ABANDON_PATH, abandon).await,
+        None => Err(ApiError::new(ErrorCode::NoLeader, "no leader is known")),
+    }
+}
+
+const ABANDON_RETRY_MIN: Duration = Duration::from_millis(100);
+const ABANDON_RETRY_MAX: Duration = Duration::from_secs(2);
+const ABANDON_GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+
+/// Node to node only (so not in the OpenAPI document): a node whose acquire was abandoned
+/// after leadership moved asks the leader to withdraw it.
+const ABANDON_PATH: &str = "/v1/internal/abandon";
+
+/// An acquire to withdraw, named by the tag its node gave it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbandonRequest {
+    session_id: u64,
+    name: String,
+    tag: RequestTag,
+}
+
+async fn abandon(
+    State(service): State<Arc<LockService>>,
+    Json(request): Json<AbandonRequest>,
+) -> ApiResult<StatusCode> {
+    propose_abandon(&service, &request).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn propose_abandon(service: &LockService, abandon: &AbandonRequest) -> ApiResult<()> {
+    let command = LockCommand::Abandon {
+        session: SessionId(abandon.session_id),
+        name: parse_name(&abandon.name)?,
+        tag: abandon.tag,
+    };
+    propose(service, command).await.map(drop)
+}
 
 fn unexpected(outcome: &Outcome) -> ApiError {
     ApiError::internal(format!("unexpected outcome {outcome:?}"))
