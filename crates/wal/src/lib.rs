@@ -43,7 +43,11 @@
 //! length means a zero-filled region never passes for a record. Payloads are
 //! [postcard](https://docs.rs/postcard) encodings of serde types.
 //!
-//! **Segment.** The 8 bytes `DSWAL01\n`, then records. The first record is a *checkpoint*:
+//! **Segment.** The 8 bytes `DSWAL01\n`, then records, then zeros up to the file's length:
+//! space preallocated for the next records ([`WalOptions::preallocate_bytes`] at a time, up to
+//! the segment size), written at their offset. Overwriting blocks that are allocated and
+//! written leaves the file's metadata alone, so the fsync after a persist flushes data only.
+//! The records end where only zeros are left. The first record is a *checkpoint*:
 //! the hard state and the log's last index and term when the segment was started. Every other
 //! record is a *batch*, one per [`RaftStorage::persist`] call, so that one `Ready` is recovered
 //! all or nothing:
@@ -84,7 +88,8 @@
 //! 3. A damaged record (incomplete header or payload, or checksum mismatch) is a **torn tail**
 //!    only if it is in the last segment, runs to the end of the file or is followed only by
 //!    zero bytes, and no valid frame starts anywhere after its first byte. It is logged with
-//!    `tracing::warn!` and the file is truncated to the last good record and fsynced (a last
+//!    `tracing::warn!` and the file is truncated to the last good record (its preallocated
+//!    zeros go too) and fsynced (a last
 //!    segment whose checkpoint is torn is removed). Any other damage, such as a bad checksum
 //!    followed by more data, a bad record in an earlier segment, or a record that passes its
 //!    checksum but does not decode, is an error naming the file and offset, never skipped.

@@ -12,6 +12,11 @@ pub struct WalOptions {
     /// acknowledged, which breaks Raft's safety. Only for benchmarks and tests. Segment
     /// creation and snapshot files are fsynced either way.
     pub sync: bool,
+    /// Zeros are written this far ahead of the records, a chunk at a time, so that most
+    /// persists overwrite allocated, already-written blocks: their fsync then flushes data
+    /// only, without a journal commit for the file's new size (about a third faster, and two
+    /// nodes' fsyncs on one disk overlap; see docs/performance/wal.md). 0 turns it off.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -19,6 +24,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_size_bytes: 64 * 1024 * 1024,
             sync: true,
+            preallocate_bytes: 1024 * 1024,
         }
     }
 }

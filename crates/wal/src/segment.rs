@@ -43,8 +43,9 @@ pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalEr
 /// How the scan of one segment ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ScanEnd {
-    /// Every byte belongs to a valid record.
-    Clean,
+    /// Valid records up to `end`, then only zero bytes (space preallocated for later records)
+    /// or nothing.
+    Clean { end: u64 },
     /// The last segment ends in a torn write starting at `offset`; everything from there on
     /// is to be cut off.
     Torn { offset: u64, reason: String },
@@ -53,6 +54,8 @@ pub(crate) enum ScanEnd {
 /// Checks the header of segment `data` (read from `path`) and hands each record, with its
 /// offset, to `on_record` in order.
 ///
+/// The records end where only zero bytes are left: segments are preallocated with zeros
+/// ahead of the records, and no frame consists of zeros (its checksum covers the length).
 /// A damaged record is a torn tail, reported as [`ScanEnd::Torn`], only when all of these
 /// hold: the segment is the last one; the record runs to the end of the file or only zero
 /// bytes follow it; and no valid frame starts anywhere after its first byte. Anything else is
@@ -82,8 +85,10 @@ pub(crate) fn scan_segment(
             "not a distsync WAL segment: bad magic bytes",
         ));
     }
+    // Past the last non-zero byte no frame can start.
+    let written = data.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
     let mut offset = magic_len;
-    while offset < data.len() {
+    while offset < written {
         let (reason, end) = match read_frame(data, offset) {
             Frame::Valid { payload, next } => {
                 let record = decode(payload).map_err(|e| e.at(path, offset as u64))?;
@@ -94,15 +99,18 @@ pub(crate) fn scan_segment(
             Frame::Incomplete { reason } => (reason, data.len()),
             Frame::BadChecksum { next } => ("record checksum mismatch", next),
         };
-        return scan_segment_classify_damage(path, data, is_last, offset, end, reason);
+        return scan_segment_classify_damage(path, data, written, is_last, offset, end, reason);
     }
-    Ok(ScanEnd::Clean)
+    Ok(ScanEnd::Clean {
+        end: offset as u64,
+    })
 }
 
 /// Decides whether the damaged record at `offset..end` is a torn tail or corruption.
 fn scan_segment_classify_damage(
     path: &Path,
     data: &[u8],
+    written: usize,
     is_last: bool,
     offset: usize,
     end: usize,
@@ -112,7 +120,7 @@ fn scan_segment_classify_damage(
     if !is_last {
         return corrupt(format!("{reason} in a segment that is not the last one"));
     }
-    if !all_zero(&data[end..]) {
+    if end < written {
         return corrupt(format!(
             "{reason}, followed by {} more bytes",
             data.len() - end
@@ -122,7 +130,7 @@ fn scan_segment_classify_damage(
     // damage is in the middle (for example a flipped bit in a length field that now points
     // past the end of the file), and cutting there would drop fsynced records.
     if let Some(later) =
-        (offset + 1..data.len()).find(|&o| matches!(read_frame(data, o), Frame::Valid { .. }))
+        (offset + 1..written).find(|&o| matches!(read_frame(data, o), Frame::Valid { .. }))
     {
         return corrupt(format!(
             "{reason}, but a valid record follows at offset {later}"

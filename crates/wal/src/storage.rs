@@ -9,7 +9,7 @@ use crate::segment::{SEGMENT_MAGIC, ScanEnd, list_segments, scan_segment, segmen
 use crate::snapshot::{read_snapshot_file, snapshot_tmp_path, write_snapshot_file};
 use distsync_raft::{Entry, HardState, LogIndex, PersistedState, Snapshot, Term};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,10 @@ pub struct RaftStorage {
     /// Live segments in sequence order; never empty, and the last one is `file`.
     segments: Vec<SegmentInfo>,
     file: File,
+    /// Where the next record of `file` goes: the end of its records.
     file_bytes: u64,
+    /// The length of `file`: records, then preallocated zeros.
+    file_allocated: u64,
     hard_state: HardState,
     snapshot: Option<SnapshotRef>,
     /// `terms[i]` is the term of the entry at `snapshot_index() + 1 + i`: enough to write
@@ -103,14 +106,17 @@ impl RaftStorage {
         }
         let mut replay = Replay::new();
         let mut segments = Vec::with_capacity(listed.len());
+        let mut last_end = 0;
         for (position, (seq, path)) in listed.iter().enumerate() {
             let is_last = position + 1 == listed.len();
-            if let Some(start_last_index) = open_replay_segment(path, is_last, &mut replay)? {
+            if let Some((start_last_index, end)) = open_replay_segment(path, is_last, &mut replay)?
+            {
                 segments.push(SegmentInfo {
                     seq: *seq,
                     path: path.clone(),
                     start_last_index,
                 });
+                last_end = end;
             }
         }
         if segments.is_empty() && snapshot.is_some() {
@@ -131,12 +137,12 @@ impl RaftStorage {
         });
         let (file, file_bytes) = match segments.last() {
             Some(last) => {
+                // Not append mode: records are written at their offset, before the zeros.
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&last.path)
                     .at(&last.path)?;
-                let bytes = file.metadata().at(&last.path)?.len();
-                (file, bytes)
+                (file, last_end)
             }
             None => {
                 let seq = listed.first().map_or(1, |(seq, _)| *seq);
@@ -154,6 +160,7 @@ impl RaftStorage {
                 (file, bytes)
             }
         };
+        let file_allocated = file.metadata().at(&current_segment(&segments).path)?.len();
         let mut storage = RaftStorage {
             dir,
             wal_dir,
@@ -161,6 +168,7 @@ impl RaftStorage {
             segments,
             file,
             file_bytes,
+            file_allocated,
             hard_state: recovered.hard_state.clone(),
             snapshot: snapshot_ref,
             terms: recovered.entries.iter().map(|e| e.term).collect(),
@@ -381,6 +389,12 @@ impl RaftStorage {
         self.snapshot.map_or(LogIndex(0), |s| s.last_index)
     }
 
+    /// Where the next record goes in the current (last) segment: the end of its records,
+    /// which the preallocated zeros after it make different from the file's length.
+    pub fn segment_end(&self) -> u64 {
+        self.file_bytes
+    }
+
     /// Number of segment files in use.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -413,8 +427,20 @@ impl RaftStorage {
         });
         encode_frame(&record, &mut self.buf)?;
         let path = &current_segment(&self.segments).path;
-        self.file.write_all(&self.buf).at(path)?;
+        self.file.write_all_at(&self.buf, self.file_bytes).at(path)?;
         self.file_bytes += self.buf.len() as u64;
+        if self.file_bytes > self.file_allocated {
+            // This fsync carries the new length anyway; the zeros spare the next ones that.
+            let chunk = self.options.preallocate_bytes;
+            let allocated = self
+                .file_bytes
+                .next_multiple_of(chunk.max(1))
+                .min(self.options.segment_size_bytes.max(self.file_bytes));
+            if chunk > 0 && allocated > self.file_bytes {
+                write_zeros(&self.file, self.file_bytes, allocated).at(path)?;
+            }
+            self.file_allocated = allocated.max(self.file_bytes);
+        }
         if sync {
             let started = Instant::now();
             self.file.sync_data().at(path)?;
@@ -446,6 +472,7 @@ impl RaftStorage {
         });
         self.file = file;
         self.file_bytes = bytes;
+        self.file_allocated = bytes;
         tracing::debug!(
             seq,
             last_index = checkpoint.last_index.0,
@@ -486,13 +513,14 @@ fn current_segment(segments: &[SegmentInfo]) -> &SegmentInfo {
 }
 
 /// Replays one segment file into `replay` and repairs a torn tail. Returns the index its
-/// checkpoint started at, or `None` when the segment was removed because the crash came
-/// before its checkpoint was complete (nothing else was ever written to it then).
+/// checkpoint started at and the end of its records, or `None` when the segment was removed
+/// because the crash came before its checkpoint was complete (nothing else was ever written
+/// to it then).
 fn open_replay_segment(
     path: &Path,
     is_last: bool,
     replay: &mut Replay,
-) -> Result<Option<LogIndex>, WalError> {
+) -> Result<Option<(LogIndex, u64)>, WalError> {
     let data = std::fs::read(path).at(path)?;
     let mut start_last_index = None;
     let end = scan_segment(path, &data, is_last, |offset, record| {
@@ -528,19 +556,42 @@ fn open_replay_segment(
             .parent()
             .map_or(Ok(None), |dir| sync_dir(dir).map(|()| None));
     }
-    if let ScanEnd::Torn { offset, reason } = end {
-        tracing::warn!(
-            file = %path.display(),
-            offset,
-            cut_bytes = data.len() as u64 - offset,
-            reason,
-            "truncating a torn write at the tail of the WAL"
-        );
-        let file = OpenOptions::new().write(true).open(path).at(path)?;
-        file.set_len(offset).at(path)?;
-        file.sync_all().at(path)?;
+    let end = match end {
+        ScanEnd::Clean { end } => end,
+        ScanEnd::Torn { offset, reason } => {
+            repair_torn_tail(path, &data, offset, &reason)?;
+            offset
+        }
+    };
+    Ok(start_last_index.map(|start| (start, end)))
+}
+
+/// Cuts the file back to `offset`, where a torn write begins (the preallocated zeros after
+/// it go too; the next write preallocates again).
+fn repair_torn_tail(path: &Path, data: &[u8], offset: u64, reason: &str) -> Result<(), WalError> {
+    tracing::warn!(
+        file = %path.display(),
+        offset,
+        cut_bytes = data.len() as u64 - offset,
+        reason,
+        "truncating a torn write at the tail of the WAL"
+    );
+    let file = OpenOptions::new().write(true).open(path).at(path)?;
+    file.set_len(offset).at(path)?;
+    file.sync_all().at(path)
+}
+
+/// Writes zeros over `from..to` of `file` (really written, not a hole or an unwritten extent:
+/// overwriting those would change the file's metadata again).
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..len as usize], at)?;
+        at += len;
     }
-    Ok(start_last_index)
+    Ok(())
 }
 
 /// Creates segment `seq` holding the header and `checkpoint`, and makes it durable (file and
@@ -553,12 +604,12 @@ fn create_segment(
     let path = segment_path(wal_dir, seq);
     let mut buf = SEGMENT_MAGIC.to_vec();
     encode_frame(&RecordRef::Checkpoint(checkpoint), &mut buf)?;
-    let mut file = OpenOptions::new()
-        .append(true)
+    let file = OpenOptions::new()
+        .write(true)
         .create_new(true)
         .open(&path)
         .at(&path)?;
-    file.write_all(&buf).at(&path)?;
+    file.write_all_at(&buf, 0).at(&path)?;
     file.sync_data().at(&path)?;
     sync_dir(wal_dir)?;
     Ok((file, buf.len() as u64))

@@ -52,6 +52,10 @@ pub struct LockServeArgs {
     /// How long a write may take to commit before the answer is `no_leader`.
     #[arg(long, env = "DISTSYNC_COMMIT_TIMEOUT_MS", default_value_t = 3_000)]
     pub commit_timeout_ms: u64,
+    /// Write this many bytes of zeros ahead of the log's records, so that the fsync after an
+    /// append flushes data only (no file-size change to journal); 0 turns it off.
+    #[arg(long, env = "DISTSYNC_WAL_PREALLOCATE_BYTES", default_value_t = 1024 * 1024)]
+    pub wal_preallocate_bytes: u64,
     /// Do not fsync the log. UNSAFE: a machine crash can lose acknowledged grants.
     #[arg(long, env = "DISTSYNC_UNSAFE_NO_FSYNC")]
     pub unsafe_no_fsync: bool,
@@ -91,6 +95,7 @@ pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             snapshot_interval_entries: args.snapshot_interval,
             fsync: !args.unsafe_no_fsync,
+            wal_preallocate_bytes: args.wal_preallocate_bytes,
         },
         lock,
         timing: SessionTiming {

@@ -39,6 +39,8 @@ pub struct DriverConfig {
     pub snapshot_interval_entries: u64,
     /// fsync the WAL (turning it off is unsafe; for benchmarks only).
     pub fsync: bool,
+    /// Zeros written ahead of the WAL's records (`WalOptions::preallocate_bytes`; 0 = off).
+    pub wal_preallocate_bytes: u64,
 }
 
 impl DriverConfig {
@@ -317,6 +319,7 @@ pub fn spawn_driver<SM: StateMachine>(
 ) -> anyhow::Result<(RaftHandle<SM>, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let options = WalOptions {
         sync: config.fsync,
+        preallocate_bytes: config.wal_preallocate_bytes,
         ..WalOptions::default()
     };
     let (storage, persisted) = RaftStorage::open(&config.data_dir, options).map_err(|error| {

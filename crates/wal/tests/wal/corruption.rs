@@ -6,13 +6,13 @@ use distsync_wal::{RaftStorage, WalError, WalOptions};
 use std::path::{Path, PathBuf};
 
 /// Persists three batches into one segment; returns the offset where each record starts and
-/// the segment's final length.
+/// where the records end (preallocated zeros follow).
 fn three_records(dir: &Path) -> (PathBuf, [u64; 3], u64) {
     let (mut storage, _) = open(dir);
     let segment = last_segment(dir);
     let mut starts = [0; 3];
     for (i, start) in starts.iter_mut().enumerate() {
-        *start = file_len(&segment);
+        *start = storage.segment_end();
         let first = i as u64 * 3 + 1;
         storage
             .persist(
@@ -22,7 +22,7 @@ fn three_records(dir: &Path) -> (PathBuf, [u64; 3], u64) {
             )
             .expect("persist");
     }
-    (segment.clone(), starts, file_len(&segment))
+    (segment.clone(), starts, storage.segment_end())
 }
 
 /// State after the first two of [`three_records`]'s batches.
@@ -64,19 +64,25 @@ fn truncate(path: &Path, len: u64) {
 
 #[test]
 fn torn_tail_at_every_byte_offset_of_the_last_record_is_truncated() {
-    // Proves that cutting the last record at any length keeps the earlier records, cuts the
-    // file back to them, and leaves a log that accepts and keeps new writes.
+    // Proves that cutting the last record at any length — the file cut short (a crash while
+    // it grew), or the rest of the record never written over the preallocated zeros — keeps
+    // the earlier records, ends the log after them, and leaves a log that accepts and keeps
+    // new writes.
     let template = tempfile::tempdir().expect("tempdir");
     let (_, starts, end) = three_records(template.path());
-    for cut in starts[2]..end {
+    for (cut, shortened) in (starts[2]..end).flat_map(|cut| [(cut, true), (cut, false)]) {
         let dir = tempfile::tempdir().expect("tempdir");
         three_records(dir.path());
         let segment = last_segment(dir.path());
-        truncate(&segment, cut);
+        if shortened {
+            truncate(&segment, cut);
+        } else {
+            tear_at(&segment, cut);
+        }
 
         let (mut storage, state) = open(dir.path());
         assert_eq!(state, first_two_batches(), "cut at {cut}");
-        assert_eq!(file_len(&segment), starts[2], "cut at {cut}");
+        assert_eq!(storage.segment_end(), starts[2], "cut at {cut}");
         storage
             .persist(None, &entries(7..=7, 9), None)
             .expect("persist");
@@ -119,25 +125,63 @@ fn complete_record_with_bad_crc_at_eof_is_treated_as_torn() {
     let (segment, _, end) = three_records(dir.path());
     let mut data = std::fs::read(&segment).expect("read");
     let payload = b"garbage payload of a torn write";
-    data.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    data.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
-    data.extend_from_slice(payload);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+    frame.extend_from_slice(payload);
+    let end_of_frame = end as usize + frame.len();
+    if data.len() < end_of_frame {
+        data.resize(end_of_frame, 0);
+    }
+    data[end as usize..end_of_frame].copy_from_slice(&frame);
     std::fs::write(&segment, data).expect("write");
 
-    let state = reopen(dir.path());
+    let (storage, state) = open(dir.path());
     assert_eq!(state.entries.len(), 9);
+    assert_eq!(storage.segment_end(), end);
     assert_eq!(file_len(&segment), end);
 }
 
 #[test]
-fn zero_filled_tail_is_treated_as_torn() {
-    // Proves a tail of zeros (file size grew, data never written) is cut off.
+fn zeros_after_the_records_end_the_log_and_are_kept() {
+    // Proves the preallocated zeros after the last record are no damage, stay allocated
+    // (no repair), and take the next records.
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, _, end) = three_records(dir.path());
-    truncate(&segment, end + 4096);
-    let state = reopen(dir.path());
+    let allocated = file_len(&segment);
+    assert!(allocated > end, "zeros follow the records: {allocated} vs {end}");
+    let (mut storage, state) = open(dir.path());
     assert_eq!(state.entries.len(), 9);
-    assert_eq!(file_len(&segment), end);
+    assert_eq!(storage.segment_end(), end);
+    assert_eq!(file_len(&segment), allocated);
+    storage
+        .persist(None, &entries(10..=10, 3), None)
+        .expect("persist");
+    assert_eq!(file_len(&segment), allocated, "written into the zeros");
+    drop(storage);
+    assert_eq!(reopen(dir.path()).entries.len(), 10);
+}
+
+#[test]
+fn zero_filled_tail_of_an_unpreallocated_file_is_the_end_of_the_log() {
+    // Proves a tail of zeros where preallocation was off (file size grew, data never
+    // written) ends the log too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_zeros = WalOptions {
+        preallocate_bytes: 0,
+        ..WalOptions::default()
+    };
+    let (mut storage, _) = open_with(dir.path(), no_zeros.clone());
+    storage
+        .persist(None, &entries(1..=3, 1), None)
+        .expect("persist");
+    let end = storage.segment_end();
+    drop(storage);
+    let segment = last_segment(dir.path());
+    assert_eq!(file_len(&segment), end, "no zeros without preallocation");
+    truncate(&segment, end + 4096);
+    let (storage, state) = open_with(dir.path(), no_zeros);
+    assert_eq!(state.entries.len(), 3);
+    assert_eq!(storage.segment_end(), end);
 }
 
 #[test]
@@ -166,8 +210,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     drop(storage);
     let files = segment_files(dir.path());
     assert!(files.len() >= 3);
-    let len = file_len(&files[0]);
-    truncate(&files[0], len - 1);
+    tear_at(&files[0], last_nonzero_end(&files[0]) - 1);
     let (path, _, reason) = expect_corrupt(dir.path());
     assert_eq!(path, files[0]);
     assert!(reason.contains("not the last"), "{reason}");

@@ -12,16 +12,18 @@ proptest! {
         batches in proptest::collection::vec((0..3u64, 1..5u64), 2..12),
         synced_fraction in 0.0..1.0f64,
         cut_fraction in 0.0..=1.0f64,
+        shortened in any::<bool>(),
     ) {
         // Proves that cutting the segment anywhere between the last fsync boundary and its end
         // recovers exactly the state after some batch at or after that boundary: all synced
-        // batches, then a prefix of the rest, never a partial batch.
+        // batches, then a prefix of the rest, never a partial batch. The cut either shortens
+        // the file or leaves the preallocated zeros where the lost bytes were.
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut storage, _) = open(dir.path());
         let segment = last_segment(dir.path());
-        // boundaries[k] = (segment length, state) after the first k batches.
+        // boundaries[k] = (end of the segment's records, state) after the first k batches.
         let mut state = PersistedState::default();
-        let mut boundaries = vec![(file_len(&segment), state.clone())];
+        let mut boundaries = vec![(storage.segment_end(), state.clone())];
         for (k, (back, count)) in batches.iter().enumerate() {
             let term = k as u64 + 1;
             let last = state.entries.last().map_or(0, |e| e.index.0);
@@ -36,7 +38,7 @@ proptest! {
             state.entries.truncate((first - 1) as usize);
             state.entries.extend(new);
             state.hard_state = hard_state;
-            boundaries.push((file_len(&segment), state.clone()));
+            boundaries.push((storage.segment_end(), state.clone()));
         }
         drop(storage);
 
@@ -44,17 +46,20 @@ proptest! {
         let synced_len = boundaries[synced].0;
         let end = boundaries.last().expect("non-empty").0;
         let cut = synced_len + ((end - synced_len) as f64 * cut_fraction) as u64;
-        let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
-        file.set_len(cut).expect("truncate");
-        drop(file);
+        if shortened {
+            let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
+            file.set_len(cut).expect("truncate");
+        } else {
+            tear_at(&segment, cut);
+        }
 
-        let recovered = reopen(dir.path());
+        let (storage, recovered) = open(dir.path());
         let survivor = boundaries
             .iter()
             .rposition(|(len, _)| *len <= cut)
             .expect("the first boundary is the empty log");
         prop_assert!(survivor >= synced);
         prop_assert_eq!(&recovered, &boundaries[survivor].1, "cut at {} of {}", cut, end);
-        prop_assert_eq!(file_len(&segment), boundaries[survivor].0);
+        prop_assert_eq!(storage.segment_end(), boundaries[survivor].0);
     }
 }

@@ -352,18 +352,13 @@ fn crash_between_snapshot_file_and_install_record_drops_the_stale_log() {
     storage
         .persist(Some(&hard_state(1, None, 0)), &entries(1..=10, 1), None)
         .expect("persist");
-    let before_install = file_len(&last_segment(dir.path()));
+    let before_install = storage.segment_end();
     storage
         .persist(None, &entries(9..=12, 2), Some(&snapshot(8, 2)))
         .expect("persist");
     drop(storage);
     // The crash: the install batch never reached the disk.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(last_segment(dir.path()))
-        .expect("open segment");
-    file.set_len(before_install).expect("truncate");
-    drop(file);
+    tear_at(&last_segment(dir.path()), before_install);
 
     let (mut storage, state) = open(dir.path());
     assert_eq!(state.snapshot, Some(snapshot(8, 2)));

@@ -81,6 +81,19 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).expect("file exists").len()
 }
 
+/// A write torn at `at`: what should have followed is still the preallocated zeros.
+pub fn tear_at(path: &Path, at: u64) {
+    let mut data = std::fs::read(path).expect("read");
+    data[at as usize..].fill(0);
+    std::fs::write(path, data).expect("write");
+}
+
+/// One past the last non-zero byte: inside the file's last record, whatever zeros follow it.
+pub fn last_nonzero_end(path: &Path) -> u64 {
+    let data = std::fs::read(path).expect("read");
+    data.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1) as u64
+}
+
 pub fn last_segment(dir: &Path) -> PathBuf {
     segment_files(dir)
         .pop()
