@@ -86,7 +86,10 @@ pub(crate) fn scan_segment(
         ));
     }
     // Past the last non-zero byte no frame can start.
-    let written = data.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
+    let written = data
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
     let mut offset = magic_len;
     while offset < written {
         let (reason, end) = match read_frame(data, offset) {
@@ -101,9 +104,7 @@ pub(crate) fn scan_segment(
         };
         return scan_segment_classify_damage(path, data, written, is_last, offset, end, reason);
     }
-    Ok(ScanEnd::Clean {
-        end: offset as u64,
-    })
+    Ok(ScanEnd::Clean { end: offset as u64 })
 }
 
 /// Decides whether the damaged record at `offset..end` is a torn tail or corruption.

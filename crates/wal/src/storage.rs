@@ -427,7 +427,9 @@ impl RaftStorage {
         });
         encode_frame(&record, &mut self.buf)?;
         let path = &current_segment(&self.segments).path;
-        self.file.write_all_at(&self.buf, self.file_bytes).at(path)?;
+        self.file
+            .write_all_at(&self.buf, self.file_bytes)
+            .at(path)?;
         self.file_bytes += self.buf.len() as u64;
         if self.file_bytes > self.file_allocated {
             // This fsync carries the new length anyway; the zeros spare the next ones that.

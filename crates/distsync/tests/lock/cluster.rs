@@ -149,6 +149,19 @@ impl LockCluster {
         }
     }
 
+    /// Whether node `id` was started and has not exited.
+    pub fn running(&mut self, id: u64) -> bool {
+        self.nodes
+            .get_mut(&id)
+            .and_then(|node| node.process.as_mut())
+            .is_some_and(|child| child.try_wait().expect("polling a node").is_none())
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes[&id].process.as_ref().map(Child::id)
+    }
+
     pub fn signal(&self, id: u64, signal: &str) {
         if let Some(child) = self.nodes[&id].process.as_ref() {
             let status = Command::new("kill")

@@ -11,3 +11,4 @@ mod link;
 #[path = "../support/ports.rs"]
 mod ports;
 mod semantics;
+mod soak;

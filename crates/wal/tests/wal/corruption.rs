@@ -148,7 +148,10 @@ fn zeros_after_the_records_end_the_log_and_are_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, _, end) = three_records(dir.path());
     let allocated = file_len(&segment);
-    assert!(allocated > end, "zeros follow the records: {allocated} vs {end}");
+    assert!(
+        allocated > end,
+        "zeros follow the records: {allocated} vs {end}"
+    );
     let (mut storage, state) = open(dir.path());
     assert_eq!(state.entries.len(), 9);
     assert_eq!(storage.segment_end(), end);

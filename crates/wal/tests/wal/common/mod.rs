@@ -91,7 +91,9 @@ pub fn tear_at(path: &Path, at: u64) {
 /// One past the last non-zero byte: inside the file's last record, whatever zeros follow it.
 pub fn last_nonzero_end(path: &Path) -> u64 {
     let data = std::fs::read(path).expect("read");
-    data.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1) as u64
+    data.iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1) as u64
 }
 
 pub fn last_segment(dir: &Path) -> PathBuf {
