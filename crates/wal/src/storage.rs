@@ -586,7 +586,7 @@ fn repair_torn_tail(path: &Path, data: &[u8], offset: u64, reason: &str) -> Resu
 /// Writes zeros over `from..to` of `file` (really written, not a hole or an unwritten extent:
 /// overwriting those would change the file's metadata again).
 fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let mut at = from;
     while at < to {
         let len = (to - at).min(ZEROS.len() as u64);

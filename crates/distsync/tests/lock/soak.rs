@@ -83,7 +83,7 @@ async fn combined_soak(run_for: Duration) {
     while started.elapsed() < run_for {
         let victim = 1 + random() % NODES;
         let leader = leader_now(&cluster).await;
-        let target = if random() % 2 == 0 {
+        let target = if random().is_multiple_of(2) {
             leader.unwrap_or(victim)
         } else {
             victim
@@ -92,7 +92,7 @@ async fn combined_soak(run_for: Duration) {
             0 => {
                 // Partitions of every shape: one node alone, or two against three.
                 let mut group = vec![target];
-                if random() % 2 == 0 {
+                if random().is_multiple_of(2) {
                     group.push(1 + (target % NODES));
                 }
                 faults.push(format!("partition {group:?}"));
