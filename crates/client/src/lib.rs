@@ -310,7 +310,9 @@ impl Client {
         name: &str,
         fencing_token: Option<u64>,
     ) -> Result<ReleaseResponse, ClientError> {
-        let key = self.new_idempotency_key();
+        // With the token, a retry is recognised by the service itself (the session remembers
+        // its last releases); without it, an idempotency key makes the retry apply once.
+        let key = fencing_token.is_none().then(|| self.new_idempotency_key());
         self.call(
             reqwest::Method::POST,
             &format!("/v1/locks/{name}/release"),
@@ -318,7 +320,7 @@ impl Client {
                 session_id,
                 fencing_token,
             }),
-            Some(&key),
+            key.as_deref(),
             Duration::ZERO,
         )
         .await

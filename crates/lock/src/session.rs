@@ -1,9 +1,10 @@
 //! Sessions: the owner of every hold and wait. A session ends by being closed or by expiring, and
 //! its end releases its locks and withdraws its waits in the same apply step.
 
+use crate::fencing::FencingToken;
 use crate::name::LockName;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 /// Identity of a session: the log index of the `CreateSession` entry that made it, so ids are
@@ -49,7 +50,15 @@ pub(crate) struct Session {
     /// Names waited for. A name can be both held and waited for during a shared->exclusive
     /// upgrade.
     pub(crate) waiting: BTreeSet<LockName>,
+    /// The session's last releases (name and token of the hold), newest last, so that a retry
+    /// of one whose answer was lost is answered `released` again rather than `not_held`
+    /// without a remembered idempotency key per release. Bounded by [`RELEASES_REMEMBERED`]
+    /// and gone with the session.
+    pub(crate) released: VecDeque<(LockName, FencingToken)>,
 }
+
+/// How many of a session's releases are recognised when retried.
+pub(crate) const RELEASES_REMEMBERED: usize = 16;
 
 impl Session {
     pub(crate) fn new(ttl_ms: u64) -> Session {
@@ -57,7 +66,21 @@ impl Session {
             ttl_ms,
             held: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            released: VecDeque::new(),
         }
+    }
+
+    pub(crate) fn remember_release(&mut self, name: LockName, token: FencingToken) {
+        if self.released.len() == RELEASES_REMEMBERED {
+            self.released.pop_front();
+        }
+        self.released.push_back((name, token));
+    }
+
+    pub(crate) fn released_before(&self, name: &LockName, token: FencingToken) -> bool {
+        self.released
+            .iter()
+            .any(|(released, released_token)| released == name && *released_token == token)
     }
 
     /// Distinct names held or waited for: the quantity `max_locks_per_session` bounds.

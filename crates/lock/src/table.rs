@@ -25,7 +25,7 @@ fn untagged(command: &LockCommand) -> LockCommand {
 }
 
 /// Version written at the front of every snapshot.
-const SNAPSHOT_FORMAT: u32 = 2;
+const SNAPSHOT_FORMAT: u32 = 3;
 
 /// Sessions, holds, wait queues and fencing state, changed only by [`LockTable::apply`].
 ///
@@ -535,10 +535,21 @@ impl LockTable {
         token: Option<FencingToken>,
         events: &mut Vec<LockEvent>,
     ) -> Result<Response, LockError> {
-        if !self.sessions.contains_key(&session) {
+        let Some(owner) = self.sessions.get(&session) else {
             return Err(LockError::SessionNotFound(session));
+        };
+        let hold = self.locks.get(&name).and_then(|s| s.hold(session));
+        // A retry of a release that was applied: the same answer again.
+        if let Some(presented) = token
+            && hold.is_none_or(|hold| hold.token != presented)
+            && owner.released_before(&name, presented)
+        {
+            return Ok(Response::Released {
+                name,
+                token: presented,
+            });
         }
-        let Some(hold) = self.locks.get(&name).and_then(|s| s.hold(session)) else {
+        let Some(hold) = hold else {
             return Err(LockError::NotHeld { session, name });
         };
         if let Some(presented) = token
@@ -550,11 +561,11 @@ impl LockTable {
                 current: hold.token,
             });
         }
+        let token = hold.token;
         self.drop_hold(index, session, &name, events);
-        Ok(Response::Released {
-            name,
-            token: hold.token,
-        })
+        self.session_mut(session)
+            .remember_release(name.clone(), token);
+        Ok(Response::Released { name, token })
     }
 
     /// End `ids` (all existing): withdraw every wait and release every hold of all of them first,

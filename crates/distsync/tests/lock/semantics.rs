@@ -165,7 +165,9 @@ async fn session_expiry_releases_locks_and_wakes_the_next_waiter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stale_release_after_a_regrant_is_rejected() {
-    // Proves L-15: a release carrying the token of an earlier hold cannot drop a later one.
+    // Proves L-15: a release carrying the token of an earlier hold cannot drop a later one. The
+    // session's own delayed release is answered as the retry it may be (released, with the old
+    // token); another session's release is refused. The later hold stays either way.
     let cluster = LockCluster::start(3).await;
     let client = cluster.client();
     let session = client
@@ -184,13 +186,27 @@ async fn stale_release_after_a_regrant_is_rejected() {
         .acquire(session.id(), "stale", LockMode::Exclusive, Duration::ZERO)
         .await
         .unwrap();
-    let stale = client
+    let delayed = client
         .release(session.id(), "stale", Some(first.fencing_token))
         .await
+        .expect("a retry of the session's own release");
+    assert_eq!(delayed.fencing_token, first.fencing_token);
+    let other = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let refused = client
+        .release(other.id(), "stale", Some(second.fencing_token))
+        .await
         .unwrap_err();
-    assert_eq!(stale.code(), Some(ErrorCode::NotHeld));
+    assert_eq!(refused.code(), Some(ErrorCode::NotHeld));
     let state = client.lock_state("stale").await.unwrap();
-    assert_eq!(state.holders[0].fencing_token, second.fencing_token);
+    let holders: Vec<(u64, u64)> = state
+        .holders
+        .iter()
+        .map(|h| (h.session_id, h.fencing_token))
+        .collect();
+    assert_eq!(holders, vec![(session.id(), second.fencing_token)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

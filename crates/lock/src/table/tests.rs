@@ -316,26 +316,78 @@ fn stale_release_after_regrant_is_rejected() {
         Err(LockError::SessionNotFound(holder))
     );
     // The same session re-acquiring after its own release: a delayed release with the first
-    // grant's token must not drop the second grant.
+    // grant's token must not drop the second grant (it is answered as the retry it may be).
     let current = h.table.lock(&lock("r")).holders[0].token;
     h.release(next, "r");
     let again = granted(&h.acquire(next, "r", Exclusive)).token;
-    let stale = h.apply(LockCommand::Release {
+    let delayed = h.apply(LockCommand::Release {
         session: next,
         name: lock("r"),
         token: Some(current),
         idempotency_key: None,
     });
     assert_eq!(
-        stale.response,
+        delayed.response,
+        Ok(Response::Released {
+            name: lock("r"),
+            token: current
+        })
+    );
+    assert!(delayed.events.is_empty(), "{:?}", delayed.events);
+    assert_eq!(h.holders("r"), vec![(next, Exclusive)]);
+    assert!(old < current && current < again);
+    // A token the session never released is refused as stale.
+    let never = h.apply(LockCommand::Release {
+        session: next,
+        name: lock("r"),
+        token: Some(old),
+        idempotency_key: None,
+    });
+    assert_eq!(
+        never.response,
         Err(LockError::StaleFencingToken {
             name: lock("r"),
-            presented: current,
+            presented: old,
             current: again
         })
     );
-    assert_eq!(h.holders("r"), vec![(next, Exclusive)]);
-    assert!(old < current && current < again);
+}
+
+#[test]
+fn a_retried_release_with_its_token_is_released_again_without_an_idempotency_key() {
+    // Proves release is idempotent per (session, name, token): a retry after a lost answer is
+    // `released` even once another session holds the lock, changes nothing, and the session
+    // remembers its last RELEASES_REMEMBERED releases only.
+    let mut h = Harness::new();
+    let (a, b) = (h.session(), h.session());
+    let token = granted(&h.acquire(a, "r", Exclusive)).token;
+    h.acquire(b, "r", Exclusive);
+    let release = LockCommand::Release {
+        session: a,
+        name: lock("r"),
+        token: Some(token),
+        idempotency_key: None,
+    };
+    let first = h.apply(release.clone());
+    assert_eq!(event_grants(&first), vec![(b, Exclusive)]);
+    let retry = h.apply(release.clone());
+    assert_eq!(retry.response, first.response);
+    assert!(retry.events.is_empty(), "{:?}", retry.events);
+    assert_eq!(h.holders("r"), vec![(b, Exclusive)]);
+    // Without a token a retry cannot be told from a mistake: not held.
+    assert!(matches!(
+        h.release(a, "r").response,
+        Err(LockError::NotHeld { .. })
+    ));
+    for i in 0..crate::session::RELEASES_REMEMBERED {
+        let name = format!("other-{i}");
+        granted(&h.acquire(a, &name, Exclusive));
+        assert!(h.release(a, &name).response.is_ok());
+    }
+    assert!(matches!(
+        h.apply(release).response,
+        Err(LockError::NotHeld { .. })
+    ));
 }
 
 #[test]
