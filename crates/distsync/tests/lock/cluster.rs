@@ -301,6 +301,55 @@ impl FencedResource {
     }
 }
 
+/// One client taking turns on the exclusive lock `name` until `keep_going` says stop (at most
+/// 100,000 turns): acquire (waiting up to 3 s), access the fenced resource with the token — which
+/// must accept a current holder — record the hold, release. Opens and closes its own session.
+pub async fn exclusive_turns(
+    client: &Client,
+    name: &str,
+    resource: &FencedResource,
+    holds: &std::sync::Mutex<Vec<Hold>>,
+    keep_going: impl Fn() -> bool,
+) {
+    let session = client
+        .create_session(Duration::from_secs(10))
+        .await
+        .expect("session");
+    for _ in 0..100_000 {
+        if !keep_going() {
+            break;
+        }
+        let Ok(grant) = client
+            .acquire(
+                session.id(),
+                name,
+                distsync_api::LockMode::Exclusive,
+                Duration::from_secs(3),
+            )
+            .await
+        else {
+            continue;
+        };
+        let granted = Instant::now();
+        assert!(
+            resource.access(name, grant.fencing_token),
+            "the fenced resource refused a current holder's token {}",
+            grant.fencing_token
+        );
+        tokio::task::yield_now().await;
+        let releasing = Instant::now();
+        holds.lock().expect("holds lock").push(Hold {
+            token: grant.fencing_token,
+            granted,
+            releasing,
+        });
+        let _ = client
+            .release(session.id(), name, Some(grant.fencing_token))
+            .await;
+    }
+    let _ = session.close().await;
+}
+
 /// One exclusive hold as a client saw it.
 #[derive(Clone, Debug)]
 pub struct Hold {

@@ -1,7 +1,9 @@
 //! Leader crash, leader pause, partitions and full restarts under a contended workload
 //! (TESTING.md L-01, L-02, L-04, L-06, L-09).
 
-use crate::cluster::{FencedResource, Hold, LockCluster, assert_exclusive_history};
+use crate::cluster::{
+    FencedResource, Hold, LockCluster, assert_exclusive_history, exclusive_turns,
+};
 use distsync_api::{ErrorCode, LockMode};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,44 +24,10 @@ async fn contended_workload(
         let holds = Arc::clone(&holds);
         let resource = Arc::clone(&resource);
         tasks.push(tokio::spawn(async move {
-            let session = client
-                .create_session(Duration::from_secs(10))
-                .await
-                .expect("session");
-            // Bounded by time and by count.
-            for _ in 0..10_000 {
-                if Instant::now() >= stop_at {
-                    break;
-                }
-                let Ok(grant) = client
-                    .acquire(
-                        session.id(),
-                        "hot",
-                        LockMode::Exclusive,
-                        Duration::from_secs(3),
-                    )
-                    .await
-                else {
-                    continue;
-                };
-                let granted = Instant::now();
-                assert!(
-                    resource.access("hot", grant.fencing_token),
-                    "the fenced resource refused a current holder's token {}",
-                    grant.fencing_token
-                );
-                tokio::task::yield_now().await;
-                let releasing = Instant::now();
-                holds.lock().unwrap().push(Hold {
-                    token: grant.fencing_token,
-                    granted,
-                    releasing,
-                });
-                let _ = client
-                    .release(session.id(), "hot", Some(grant.fencing_token))
-                    .await;
-            }
-            let _ = session.close().await;
+            exclusive_turns(&client, "hot", &resource, &holds, || {
+                Instant::now() < stop_at
+            })
+            .await;
         }));
     }
     for task in tasks {

@@ -10,5 +10,7 @@ mod input;
 mod link;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/seed.rs"]
+mod seed;
 mod semantics;
 mod soak;

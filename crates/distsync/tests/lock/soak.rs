@@ -6,8 +6,9 @@
 //! clock and never enter the log (docs/architecture.md, Sessions).
 
 use crate::cluster::{
-    ELECTION_TIMEOUT_MS, FencedResource, Hold, LockCluster, assert_exclusive_history,
+    ELECTION_TIMEOUT_MS, FencedResource, LockCluster, assert_exclusive_history, exclusive_turns,
 };
+use crate::seed::{seeded_rng, xorshift};
 use distsync_api::LockMode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,6 @@ async fn soak_combined_faults_for_600_s_keep_every_lock_invariant() {
 /// What the clients saw.
 #[derive(Default)]
 struct Observed {
-    exclusive: Vec<Hold>,
     /// Holds on the shared/exclusive lock: (mode, granted, releasing).
     read_write: Vec<(LockMode, Instant, Instant)>,
     sleeper_pauses: usize,
@@ -50,16 +50,23 @@ async fn combined_soak(run_for: Duration) {
     let resource = Arc::new(FencedResource::default());
     let observed = Arc::new(Mutex::new(Observed::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut random = seeded_rng();
+    let mut random = seeded_rng("fault schedule");
 
     let mut clients = Vec::new();
+    let exclusive_holds = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..EXCLUSIVE_CLIENTS {
-        clients.push(tokio::spawn(exclusive_client(
+        let (client, resource, holds, stop) = (
             cluster.client(),
             resource.clone(),
-            observed.clone(),
+            exclusive_holds.clone(),
             stop.clone(),
-        )));
+        );
+        clients.push(tokio::spawn(async move {
+            exclusive_turns(&client, "soak-x", &resource, &holds, || {
+                !stop.load(Ordering::SeqCst)
+            })
+            .await;
+        }));
     }
     for i in 0..READ_WRITE_CLIENTS {
         clients.push(tokio::spawn(read_write_client(
@@ -156,6 +163,7 @@ async fn combined_soak(run_for: Duration) {
     }
 
     let mut observed = std::mem::take(&mut *observed.lock().unwrap());
+    let mut exclusive = std::mem::take(&mut *exclusive_holds.lock().unwrap());
     let rss: Vec<u64> = (1..=NODES)
         .filter_map(|id| cluster.pid(id).map(rss_kib))
         .collect();
@@ -164,17 +172,17 @@ async fn combined_soak(run_for: Duration) {
          stale writes refused {}; node RSS KiB {rss:?}",
         run_for,
         faults.join(", "),
-        observed.exclusive.len(),
+        exclusive.len(),
         observed.read_write.len(),
         observed.sleeper_pauses,
         observed.stale_writes_refused,
     );
     assert!(
-        observed.exclusive.len() > 20,
+        exclusive.len() > 20,
         "too little progress: {} exclusive holds",
-        observed.exclusive.len()
+        exclusive.len()
     );
-    assert_exclusive_history(&mut observed.exclusive);
+    assert_exclusive_history(&mut exclusive);
     assert_readers_exclude_writers(&mut observed.read_write);
     assert!(
         observed.stale_writes_refused > 0,
@@ -197,51 +205,6 @@ async fn leader_now(cluster: &LockCluster) -> Option<u64> {
     None
 }
 
-async fn exclusive_client(
-    client: distsync_client::Client,
-    resource: Arc<FencedResource>,
-    observed: Arc<Mutex<Observed>>,
-    stop: Arc<AtomicBool>,
-) {
-    let Ok(session) = client.create_session(Duration::from_secs(10)).await else {
-        panic!("no session at the start");
-    };
-    // Bounded by count as well as by the stop flag.
-    for _ in 0..100_000 {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(grant) = client
-            .acquire(
-                session.id(),
-                "soak-x",
-                LockMode::Exclusive,
-                Duration::from_secs(3),
-            )
-            .await
-        else {
-            continue;
-        };
-        let granted = Instant::now();
-        assert!(
-            resource.access("soak-x", grant.fencing_token),
-            "the fenced resource refused a current holder's token {}",
-            grant.fencing_token
-        );
-        tokio::task::yield_now().await;
-        let releasing = Instant::now();
-        observed.lock().unwrap().exclusive.push(Hold {
-            token: grant.fencing_token,
-            granted,
-            releasing,
-        });
-        let _ = client
-            .release(session.id(), "soak-x", Some(grant.fencing_token))
-            .await;
-    }
-    let _ = session.close().await;
-}
-
 async fn read_write_client(
     client: distsync_client::Client,
     observed: Arc<Mutex<Observed>>,
@@ -251,14 +214,12 @@ async fn read_write_client(
     let Ok(session) = client.create_session(Duration::from_secs(10)).await else {
         panic!("no session at the start");
     };
-    let mut state = seed | 1;
+    let mut random = xorshift(seed);
     for _ in 0..100_000 {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        let state = random();
         let mode = if state % 10 < 7 {
             LockMode::Shared
         } else {
@@ -366,26 +327,4 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// A small xorshift, seeded and printed, so a failing run's fault choices can be replayed
-/// with DISTSYNC_TEST_SEED (their timing is the machine's).
-fn seeded_rng() -> impl FnMut() -> u64 {
-    let seed = std::env::var("DISTSYNC_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-        });
-    eprintln!("fault schedule seed: DISTSYNC_TEST_SEED={seed}");
-    let mut state = seed | 1;
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
 }

@@ -6,6 +6,7 @@
 use crate::behaviour::{Ledger, spawn_producers_until};
 use crate::common::{Backend, Cluster, ConsumerProc, PrintLog, Printed, Resp, ring};
 use crate::faults::wait_acknowledged;
+use crate::seed::seeded_rng;
 use distsync_api::RingView;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,28 +174,6 @@ fn deliveries(lines: &[Printed]) -> HashMap<String, u32> {
     deliveries
 }
 
-/// A small xorshift, seeded and printed, so the victims of a failing run can be chosen again
-/// with DISTSYNC_TEST_SEED (the timing of the kills is the machine's).
-fn seeded_rng() -> impl FnMut() -> u64 {
-    let seed = std::env::var("DISTSYNC_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-        });
-    eprintln!("kill schedule seed: DISTSYNC_TEST_SEED={seed}");
-    let mut state = seed | 1;
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consumer_processes_sigkilled_and_restarted_get_their_pending_first_and_lose_nothing() {
     // Proves Q-02 (compressed): 3 consumer processes (print, then ack) in one group while 2
@@ -231,7 +210,7 @@ async fn consumer_processes_sigkilled_and_restarted_get_their_pending_first_and_
     wait_acknowledged(&ledger, 200).await;
     let ring = ring(&nodes[0]).await;
 
-    let mut random = seeded_rng();
+    let mut random = seeded_rng("kill schedule");
     let mut kills: Vec<Kill> = Vec::new();
     let mut kills_mid_batch = 0;
     let mut next_kill = Instant::now();

@@ -17,4 +17,6 @@ mod ports;
 #[path = "../support/process.rs"]
 mod process;
 mod ring;
+#[path = "../support/seed.rs"]
+mod seed;
 mod trim;
