@@ -433,15 +433,16 @@ impl RaftStorage {
         self.file_bytes += self.buf.len() as u64;
         if self.file_bytes > self.file_allocated {
             // This fsync carries the new length anyway; the zeros spare the next ones that.
-            let chunk = self.options.preallocate_bytes;
-            let allocated = self
-                .file_bytes
-                .next_multiple_of(chunk.max(1))
-                .min(self.options.segment_size_bytes.max(self.file_bytes));
-            if chunk > 0 && allocated > self.file_bytes {
-                write_zeros(&self.file, self.file_bytes, allocated).at(path)?;
-            }
-            self.file_allocated = allocated.max(self.file_bytes);
+            let allocated = match self.options.preallocate_bytes {
+                0 => self.file_bytes,
+                chunk => self
+                    .file_bytes
+                    .next_multiple_of(chunk)
+                    .min(self.options.segment_size_bytes)
+                    .max(self.file_bytes),
+            };
+            write_zeros(&self.file, self.file_bytes, allocated).at(path)?;
+            self.file_allocated = allocated;
         }
         if sync {
             let started = Instant::now();

@@ -54,7 +54,11 @@ pub struct LockServeArgs {
     pub commit_timeout_ms: u64,
     /// Write this many bytes of zeros ahead of the log's records, so that the fsync after an
     /// append flushes data only (no file-size change to journal); 0 turns it off.
-    #[arg(long, env = "DISTSYNC_WAL_PREALLOCATE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(
+        long,
+        env = "DISTSYNC_WAL_PREALLOCATE_BYTES",
+        default_value_t = distsync_wal::WalOptions::default().preallocate_bytes
+    )]
     pub wal_preallocate_bytes: u64,
     /// Do not fsync the log. UNSAFE: a machine crash can lose acknowledged grants.
     #[arg(long, env = "DISTSYNC_UNSAFE_NO_FSYNC")]

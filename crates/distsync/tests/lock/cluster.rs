@@ -302,7 +302,7 @@ impl FencedResource {
 }
 
 /// One client taking turns on the exclusive lock `name` until `keep_going` says stop (at most
-/// 100,000 turns): acquire (waiting up to 3 s), access the fenced resource with the token — which
+/// 10,000 turns): acquire (waiting up to 3 s), access the fenced resource with the token — which
 /// must accept a current holder — record the hold, release. Opens and closes its own session.
 pub async fn exclusive_turns(
     client: &Client,
@@ -315,7 +315,7 @@ pub async fn exclusive_turns(
         .create_session(Duration::from_secs(10))
         .await
         .expect("session");
-    for _ in 0..100_000 {
+    for _ in 0..10_000 {
         if !keep_going() {
             break;
         }

@@ -159,16 +159,12 @@ pub async fn post_to_leader<T: serde::Serialize>(
         .send()
         .await
         .map_err(unreachable)?;
-    if answer.status().is_success() {
+    let status = answer.status();
+    if status.is_success() {
         return Ok(());
     }
-    let status = answer.status();
     let body: ErrorBody = answer.json().await.map_err(unreachable)?;
-    Err(ApiError {
-        status: axum::http::StatusCode::from_u16(status.as_u16())
-            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
-        body,
-    })
+    Err(ApiError { status, body })
 }
 
 /// Headers that describe the message itself and are relayed; hop-by-hop ones are not.
