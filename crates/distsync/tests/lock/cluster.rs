@@ -289,6 +289,12 @@ pub struct FencedResource {
 }
 
 impl FencedResource {
+    /// The highest token accepted for `key` (0 before any).
+    pub fn highest(&self, key: &str) -> u64 {
+        let highest = self.highest.lock().expect("not poisoned");
+        highest.get(key).copied().unwrap_or(0)
+    }
+
     /// Accepts the request if `token` is at least the highest seen.
     pub fn access(&self, key: &str, token: u64) -> bool {
         let mut highest = self.highest.lock().expect("not poisoned");

@@ -290,8 +290,17 @@ async fn sleeper_client(
             let _ = client.close_session(session).await;
             continue;
         };
-        // Paused past the TTL (and the leader's expiry check): the lock moves on meanwhile.
-        tokio::time::sleep(SLEEPER_TTL * 2).await; // the pause being simulated, not a sync
+        // Paused (no keep-alive) until the service has expired the session and the lock has
+        // moved on to a holder that used it: a new leader extends every session by its grace
+        // period, so under this nemesis a fixed pause can end before the expiry. Bounded; a
+        // pause that ends sooner writes anyway and is simply not counted as refused.
+        let paused_until = Instant::now() + Duration::from_secs(20);
+        while resource.highest("soak-x") <= grant.fencing_token
+            && Instant::now() < paused_until
+            && !stop.load(Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let accepted = resource.access("soak-x", grant.fencing_token);
         let mut observed = observed.lock().unwrap();
         observed.sleeper_pauses += 1;
