@@ -574,9 +574,9 @@ async fn message_fault_negative_control_a_home_that_grants_before_every_invalida
 enum Cut<'a> {
     /// Every link between these nodes and the others: a clean split.
     Isolate(&'a [&'a str]),
-    /// Only the links between two nodes, which both still reach every other node: a partial
-    /// partition bridged by the others.
-    Between(&'a str, &'a str),
+    /// Only the links between these pairs of nodes, which still reach every other node: a
+    /// partial partition bridged by the others.
+    Between(&'a [(&'a str, &'a str)]),
 }
 
 impl Cut<'_> {
@@ -584,7 +584,11 @@ impl Cut<'_> {
     async fn set(self, mesh: &Mesh, state: LinkState) {
         match self {
             Cut::Isolate(group) => mesh.partition(group, state).await,
-            Cut::Between(a, b) => mesh.cut_between(a, b, state).await,
+            Cut::Between(pairs) => {
+                for (a, b) in pairs {
+                    mesh.cut_between(a, b, state).await;
+                }
+            }
         }
     }
 }
@@ -876,15 +880,13 @@ fn served_by_node<'a>(ops: impl Iterator<Item = &'a Op>) -> BTreeMap<&'a str, us
     served
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_reads_fresh() {
-    // C-09, partial: c1 (the coordinator) and c2 lose each other for 8 s but both still reach
-    // c3. Each sees the other dead and a majority (itself and c3) alive, so each may issue a view
-    // without the other; c3 holds one view at a time (the higher epoch) and hands it on. Pass:
-    // no read stale or backward on any node, no epoch naming two member lists, the cluster
-    // serves during the cut, and after the heal all three serve in one view.
-    let all = ["c1", "c2", "c3"];
-    let run = partition_schedule(3, Cut::Between("c1", "c2"), Duration::from_secs(8), None).await;
+/// The pass criteria of a partial partition of `n` nodes (the links of `pairs` cut for 8 s):
+/// no read stale or backward on any node, no epoch naming two member lists, the cluster serves
+/// during the cut, and after the heal every node serves in one view.
+async fn assert_partial_partition_passes(n: usize, pairs: &[(&str, &str)]) {
+    let all: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let run = partition_schedule(n, Cut::Between(pairs), Duration::from_secs(8), None).await;
     let checked = assert_fresh_and_bounded(&run);
     let views = run.views();
     let forks: Vec<_> = views.iter().filter(|(_, lists)| lists.len() > 1).collect();
@@ -906,12 +908,29 @@ async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_rea
         "after the heal not every node served: {served_after:?}"
     );
     eprintln!(
-        "partial partition: {}; {checked} reads checked; views while cut {views:?}; served from \
-         {settle:?} after the cut to the heal {served_during:?}; one view {:?} after the heal, \
-         then served {served_after:?}",
+        "partial partition of {n} nodes, {pairs:?} cut: {}; {checked} reads checked; views while \
+         cut {views:?}; served from {settle:?} after the cut to the heal {served_during:?}; one \
+         view {:?} after the heal, then served {served_after:?}",
         run.load.summary(),
         run.rejoin
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_reads_fresh() {
+    // C-09, partial: c1 (the coordinator) and c2 lose each other for 8 s but both still reach
+    // c3. Each sees the other dead and a majority (itself and c3) alive, so each may issue a view
+    // without the other; c3 holds one view at a time (the higher epoch) and hands it on.
+    assert_partial_partition_passes(3, &[("c1", "c2")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_overlapping_majorities_of_five_each_with_a_coordinator_fork_no_view() {
+    // C-09, partial, 5 nodes: c1 loses c2 and c3, which both still reach c4 and c5, as c1 does.
+    // c1 coordinates {c1, c4, c5}, a majority of five; c2, seeing c1 dead, coordinates
+    // {c2, c3, c4, c5}, another. Both may issue a view in the same round; c4 and c5, in both,
+    // hold one at a time (the higher epoch) and stop confirming the leases of the other side.
+    assert_partial_partition_passes(5, &[("c1", "c2"), ("c1", "c3")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
