@@ -928,8 +928,9 @@ async fn a_partial_partition_bridged_by_a_third_node_forks_no_view_and_keeps_rea
 async fn two_overlapping_majorities_of_five_each_with_a_coordinator_fork_no_view() {
     // C-09, partial, 5 nodes: c1 loses c2 and c3, which both still reach c4 and c5, as c1 does.
     // c1 coordinates {c1, c4, c5}, a majority of five; c2, seeing c1 dead, coordinates
-    // {c2, c3, c4, c5}, another. Both may issue a view in the same round; c4 and c5, in both,
-    // hold one at a time (the higher epoch) and stop confirming the leases of the other side.
+    // {c2, c3, c4, c5}, another. Either may issue its view first, or both in the same round;
+    // c4 and c5, in both, hold one at a time (the higher epoch) and stop confirming the leases
+    // of the other side.
     assert_partial_partition_passes(5, &[("c1", "c2"), ("c1", "c3")]).await;
 }
 
