@@ -99,3 +99,27 @@ pub struct CacheStats {
     #[serde(default)]
     pub quorum: bool,
 }
+
+/// One change of a line's state on a node, stamped with the node's wall clock: an entry of
+/// `GET /v1/internal/transitions` (test only, not in the OpenAPI document; served by a node
+/// started with `--test-record-transitions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineTransition {
+    /// Microseconds since 1970 when the node made the change.
+    pub at_unix_us: u64,
+    /// The key.
+    pub key: String,
+    /// State before (`M`, `E`, `S` or `I`).
+    pub from: String,
+    /// State after.
+    pub to: String,
+}
+
+/// `GET /v1/internal/transitions`: every line state change of one node, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheTransitions {
+    /// The changes, oldest first.
+    pub transitions: Vec<LineTransition>,
+    /// Changes not kept because the journal was full: a non-zero count makes it incomplete.
+    pub dropped: u64,
+}

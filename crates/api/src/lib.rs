@@ -10,7 +10,10 @@ mod error;
 mod lock;
 mod queue;
 
-pub use cache::{CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView};
+pub use cache::{
+    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CacheTransitions, CoherenceView,
+    LineTransition,
+};
 pub use error::{ErrorBody, ErrorCode};
 pub use lock::{
     AcquireRequest, AcquireResponse, AddMemberRequest, ClusterStatus, CreateSessionRequest,

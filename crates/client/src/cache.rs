@@ -6,7 +6,8 @@
 
 use crate::ClientError;
 use distsync_api::{
-    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView, ErrorBody,
+    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CacheTransitions, CoherenceView,
+    ErrorBody,
 };
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,6 +236,25 @@ impl CacheClient {
     pub async fn stats(&self, node: Option<&str>) -> Result<CacheStats, ClientError> {
         let (status, text) = self
             .call(reqwest::Method::GET, node, None, &[], "/v1/stats", None)
+            .await?;
+        Self::decode(status, &text)
+    }
+
+    /// A node's line state changes (`GET /v1/internal/transitions`; the node must have been
+    /// started with `--test-record-transitions`).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn transitions(&self, node: Option<&str>) -> Result<CacheTransitions, ClientError> {
+        let (status, text) = self
+            .call(
+                reqwest::Method::GET,
+                node,
+                None,
+                &[],
+                "/v1/internal/transitions",
+                None,
+            )
             .await?;
         Self::decode(status, &text)
     }

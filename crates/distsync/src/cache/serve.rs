@@ -94,6 +94,11 @@ pub struct CacheServeArgs {
     /// catches it (a negative control). Never in production.
     #[arg(long = "test-inject-bug", value_enum, hide = true)]
     pub inject_bugs: Vec<InjectedBugArg>,
+    /// Test only: journal every line state change with the wall clock, served at
+    /// `GET /v1/internal/transitions`, so a test can check the single-writer invariant in
+    /// real time across nodes. Memory grows with the load (bounded at two million changes).
+    #[arg(long = "test-record-transitions", hide = true)]
+    pub record_transitions: bool,
 }
 
 /// The deliberate bugs `--test-inject-bug` can switch on.
@@ -237,6 +242,7 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
         query_timeout: Duration::from_millis(500),
         failure_timeout: Duration::from_millis(args.failure_timeout_ms.max(1)),
         ignore_quorum: args.injects(InjectedBugArg::IgnoreQuorum),
+        record_transitions: args.record_transitions,
     };
     if !args.inject_bugs.is_empty() {
         tracing::warn!(bugs = ?args.inject_bugs, "deliberate bugs switched on (--test-inject-bug): test use only");

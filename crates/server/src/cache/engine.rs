@@ -19,6 +19,7 @@
 use super::backing::BackingStore;
 use super::membership::{AnnouncedMember, FailureDetector, Membership, MembershipView, ViewMember};
 use super::metrics::CacheMetrics;
+use distsync_api::{CacheTransitions, LineTransition};
 use distsync_cache::{
     CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineState, NodeId, OpId,
     OpResult, OpStep, Outbound, Value,
@@ -103,6 +104,9 @@ pub struct EngineConfig {
     /// Test only (negative controls): serve and issue views without a majority, as a
     /// partition's minority must never do. Always false outside tests.
     pub ignore_quorum: bool,
+    /// Test only: keep a journal of line state changes, stamped with the wall clock, for a
+    /// black-box test to check the single-writer invariant in real time across nodes.
+    pub record_transitions: bool,
 }
 
 impl EngineConfig {
@@ -198,6 +202,19 @@ struct Core {
     directory: Directory,
     /// Per pending request, where to send its result and the view epoch it completed in.
     waiters: HashMap<OpId, oneshot::Sender<(OpResult, u64)>>,
+    /// Line state changes, when `record_transitions` is on.
+    journal: Option<TransitionJournal>,
+}
+
+/// Bound of the transition journal: a test run records far fewer; a node left recording stops
+/// growing here and says how many it dropped.
+const JOURNAL_ENTRIES_MAX: usize = 2_000_000;
+
+/// The line state changes of one node (test only): what `/v1/internal/transitions` returns.
+#[derive(Debug, Default)]
+struct TransitionJournal {
+    entries: Vec<LineTransition>,
+    dropped: u64,
 }
 
 /// One cache node's shell. Shared by the HTTP handlers, the RESP connections, the tick task and
@@ -284,7 +301,7 @@ impl Core {
         if let (Some(key), Some(before)) = (key, before) {
             let after = self.node.state_of(key);
             if before != after {
-                metrics.transition(before.letter(), after.letter());
+                self.note_transition(key, before.letter(), after.letter(), metrics);
             }
         }
         for effect in &out {
@@ -297,12 +314,32 @@ impl Core {
                 CoherenceMessage::PutShared { .. } => 'S',
                 _ => continue,
             };
-            if message.key() != key {
+            if let Some(evicted) = message.key().filter(|evicted| Some(*evicted) != key) {
                 metrics.evictions.inc();
-                metrics.transition(from, 'I');
+                self.note_transition(evicted, from, 'I', metrics);
             }
         }
         (result, out)
+    }
+
+    /// Counts a line's state change, and journals it when recording.
+    fn note_transition(&mut self, key: &Key, from: char, to: char, metrics: &CacheMetrics) {
+        metrics.transition(from, to);
+        if let Some(journal) = &mut self.journal {
+            if journal.entries.len() >= JOURNAL_ENTRIES_MAX {
+                journal.dropped += 1;
+                return;
+            }
+            let at_unix_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_micros() as u64);
+            journal.entries.push(LineTransition {
+                at_unix_us,
+                key: String::from_utf8_lossy(key).into_owned(),
+                from: from.to_string(),
+                to: to.to_string(),
+            });
+        }
     }
 
     fn count_directory_out(out: &[Outbound], metrics: &CacheMetrics) {
@@ -391,6 +428,7 @@ impl CacheEngine {
         if config.ignore_quorum {
             detector = detector.ignoring_majority();
         }
+        let journal = config.record_transitions.then(TransitionJournal::default);
         Ok(Arc::new(CacheEngine {
             id,
             config,
@@ -398,6 +436,7 @@ impl CacheEngine {
                 node,
                 directory,
                 waiters: HashMap::new(),
+                journal,
             }),
             membership,
             transport: Mutex::new(transport),
@@ -424,6 +463,16 @@ impl CacheEngine {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The line state changes recorded so far (`None` unless started with
+    /// `record_transitions`).
+    pub fn transitions(&self) -> Option<CacheTransitions> {
+        let core = lock(&self.core);
+        core.journal.as_ref().map(|journal| CacheTransitions {
+            transitions: journal.entries.clone(),
+            dropped: journal.dropped,
+        })
     }
 
     /// The shell's configuration.

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use distsync_api::{
-    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CoherenceView, ErrorBody, ErrorCode,
+    CacheEntry, CachePutRequest, CachePutResponse, CacheStats, CacheTransitions, CoherenceView,
+    ErrorBody, ErrorCode,
 };
 use distsync_cache::{CacheError, OpResult, WritePolicy};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub fn router(engine: Arc<CacheEngine>) -> Router {
         )
         .route("/v1/cache/{key}/coherence", get(coherence))
         .route("/v1/stats", get(stats))
+        .route("/v1/internal/transitions", get(transitions))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     with_common_routes(routes).with_state(engine)
@@ -205,6 +207,19 @@ pub fn stats_of(engine: &CacheEngine) -> CacheStats {
     responses((status = 200, body = CacheStats, description = "This node's counters and occupancy")))]
 async fn stats(State(engine): State<Arc<CacheEngine>>) -> Json<CacheStats> {
     Json(stats_of(&engine))
+}
+
+/// Test only, not in the OpenAPI document: the node's line state changes, for a black-box test
+/// of the single-writer invariant in real time.
+async fn transitions(
+    State(engine): State<Arc<CacheEngine>>,
+) -> Result<Json<CacheTransitions>, ApiError> {
+    engine.transitions().map(Json).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "this node keeps no transition journal (start it with --test-record-transitions)",
+        )
+    })
 }
 
 async fn readyz(State(engine): State<Arc<CacheEngine>>) -> Response {
