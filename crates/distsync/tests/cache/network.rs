@@ -439,6 +439,30 @@ async fn single_writer_violations(
         .collect()
 }
 
+/// The nodes of the message-fault tests.
+const THREE: [&str; 3] = ["c1", "c2", "c3"];
+
+/// Three nodes on the in-memory store, started with `extra`, every peer connection through a
+/// link of the returned mesh, in one view (whose epoch is returned) with a client for them.
+/// These tests are about messages, not membership: a failure timeout well above the default
+/// keeps a starved test machine (50 % loss, tests in parallel on 2 cores) from suspecting a
+/// live node. A view change would turn them into C-08, where write-back may lose acknowledged
+/// writes.
+async fn three_meshed_nodes(extra: &[&str]) -> (Cluster, Mesh, Arc<CacheClient>, u64) {
+    let mut flags = vec!["--failure-timeout-ms", "4000"];
+    flags.extend(extra);
+    let (cluster, mesh) = Cluster::start_meshed(THREE.len(), "memory", &flags).await;
+    let client = Arc::new(cluster.client());
+    let epoch = await_view(
+        &client,
+        &THREE,
+        &THREE,
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await;
+    (cluster, mesh, client, epoch)
+}
+
 /// The C-07 schedule against a 3-node cluster started with `extra`: a warm-up without faults,
 /// then 10 % and 50 % message loss, each with 75 ± 50 ms delay (so messages overtake each other)
 /// and occasional connection resets, for `rounds` rounds of `round` with a quiescent point after
@@ -449,21 +473,8 @@ async fn message_fault_schedule(
     rounds: u32,
     round: Duration,
 ) -> (Load, Vec<String>, std::ops::Range<Instant>) {
-    let names = ["c1", "c2", "c3"];
-    // C-07 is about messages, not membership: a failure timeout well above the default keeps a
-    // starved test machine (50 % loss, tests in parallel on 2 cores) from suspecting a live node.
-    // A view change would turn this into C-08, where write-back may lose acknowledged writes.
-    let mut flags = vec!["--failure-timeout-ms", "4000"];
-    flags.extend(extra);
-    let (cluster, mesh) = Cluster::start_meshed(3, "memory", &flags).await;
-    let client = Arc::new(cluster.client());
-    let epoch = await_view(
-        &client,
-        &names,
-        &names,
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await;
+    let names = THREE;
+    let (_cluster, mesh, client, epoch) = three_meshed_nodes(extra).await;
     let seed = seed();
     eprintln!("C-07 seed {seed} (DISTSYNC_TEST_SEED replays the fault choices)");
     let mut load = Load::new(Arc::clone(&client), 6, &names, &names, 2, seed);
@@ -645,18 +656,10 @@ async fn real_time_swmr_run(
     faults: fn(u64) -> Faults,
     run_for: Duration,
 ) -> (RealTimeSwmr, Load) {
-    let names = ["c1", "c2", "c3"];
-    let mut flags = vec!["--failure-timeout-ms", "4000", "--test-record-transitions"];
+    let names = THREE;
+    let mut flags = vec!["--test-record-transitions"];
     flags.extend(extra);
-    let (cluster, mesh) = Cluster::start_meshed(3, "memory", &flags).await;
-    let client = Arc::new(cluster.client());
-    let epoch = await_view(
-        &client,
-        &names,
-        &names,
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await;
+    let (_cluster, mesh, client, epoch) = three_meshed_nodes(&flags).await;
     let seed = seed();
     eprintln!("real-time C-02 seed {seed}");
     mesh.set_faults(faults(seed));
