@@ -1135,6 +1135,79 @@ async fn a_minority_with_the_coordinator_never_serves_beside_the_majority() {
     eprintln!("took {:?}", started.elapsed());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sharer_paused_past_its_lease_serves_nothing_stale_when_it_resumes() {
+    // C-09, a process pause: c3 holds a key in S; its links are cut and it is SIGSTOPped for
+    // 2 s (below the failure timeout, so no view changes). The key's home revokes c3's copy
+    // once c3's lease has certainly run out and a write of a new value completes. Resumed, c3
+    // has heard nothing (its links are still cut): it must count the pause against its lease
+    // and serve nothing, rather than its old value for what is left of the lease in ticks.
+    let (cluster, mesh, client, _) = three_meshed_nodes(&[]).await;
+    let mut key = None;
+    for candidate in (0..64).map(|i| format!("paused-{i}")) {
+        if client
+            .coherence(&candidate, Some("c1"))
+            .await
+            .expect("coherence")
+            .home
+            != "c3"
+        {
+            key = Some(candidate);
+            break;
+        }
+    }
+    let key = key.expect("a key homed off c3");
+    client
+        .put(&key, "1", Some("c1"))
+        .await
+        .expect("first write");
+    let read = client.get(&key, Some("c3")).await.expect("read on c3");
+    assert_eq!(read.map(|entry| entry.value), Some("1".to_string()));
+    let states = client
+        .coherence(&key, Some("c3"))
+        .await
+        .expect("coherence")
+        .states;
+    assert_eq!(states["c3"], "S", "c3 does not share the key: {states:?}");
+
+    let c3 = cluster.node("c3");
+    Cut::Isolate(&["c3"]).set(&mesh, LinkState::Blackhole).await;
+    c3.signal("-STOP");
+    let paused_at = Instant::now();
+    let written = client.put(&key, "2", Some("c1")).await;
+    let write_took = paused_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(paused_at.elapsed())).await;
+    c3.signal("-CONT");
+    written.expect("the write completes once c3's lease has run out");
+
+    let mut stale = Vec::new();
+    let mut answers = BTreeMap::new();
+    let resumed_at = Instant::now();
+    while resumed_at.elapsed() < Duration::from_millis(600) {
+        match client.get(&key, Some("c3")).await {
+            Ok(Some(entry)) => {
+                if entry.value == "1" {
+                    stale.push(resumed_at.elapsed());
+                }
+                *answers.entry(format!("value {}", entry.value)).or_insert(0) += 1;
+            }
+            Ok(None) => *answers.entry("absent".to_string()).or_insert(0) += 1,
+            Err(error) => *answers.entry(format!("{error}")).or_insert(0) += 1,
+        }
+    }
+    Cut::Isolate(&["c3"]).set(&mesh, LinkState::Open).await;
+    eprintln!(
+        "paused sharer: the write took {write_took:?}; c3's answers in the 600 ms after it \
+         resumed: {answers:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "c3 served the overwritten value {} times after resuming (first {:?} after)",
+        stale.len(),
+        stale.first()
+    );
+}
+
 /// How many of `ops` each node served.
 fn served_by_node<'a>(ops: impl Iterator<Item = &'a Op>) -> BTreeMap<&'a str, usize> {
     let mut served = BTreeMap::new();

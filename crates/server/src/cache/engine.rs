@@ -204,6 +204,8 @@ struct Core {
     waiters: HashMap<OpId, oneshot::Sender<(OpResult, u64)>>,
     /// Line state changes, when `record_transitions` is on.
     journal: Option<TransitionJournal>,
+    /// Ticks the cores have been given (see [`CacheEngine::catch_up`]).
+    ticks_done: u64,
 }
 
 /// Bound of the transition journal: a test run records far fewer; a node left recording stops
@@ -244,6 +246,8 @@ pub struct CacheEngine {
     quorum: watch::Sender<bool>,
     /// Latched once this node served in a view of the whole cluster.
     ready: AtomicBool,
+    /// Tick 0 of the protocol's clock.
+    clock_start: Instant,
     shutting_down: AtomicBool,
 }
 
@@ -437,6 +441,7 @@ impl CacheEngine {
                 directory,
                 waiters: HashMap::new(),
                 journal,
+                ticks_done: 0,
             }),
             membership,
             transport: Mutex::new(transport),
@@ -451,6 +456,7 @@ impl CacheEngine {
             serving: AtomicBool::new(false),
             quorum: watch::channel(false).0,
             ready: AtomicBool::new(false),
+            clock_start: Instant::now(),
             shutting_down: AtomicBool::new(false),
         }))
     }
@@ -805,14 +811,37 @@ impl CacheEngine {
     }
 
     fn tick(self: &Arc<Self>) {
-        self.with_core(|core, metrics| {
-            let mut out = core.node.tick();
+        self.with_core(|core, metrics| ((), self.catch_up(core, metrics)));
+    }
+
+    /// Ticks due by `now` on the protocol's clock.
+    fn ticks_due(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.clock_start).as_nanos();
+        (elapsed / self.config.tick.as_nanos().max(1)) as u64
+    }
+
+    /// Gives the cores every tick due by now. The protocol's clock is the monotonic clock, not
+    /// the count of timer firings: a process paused (SIGSTOP, a stalled VM) misses the firings
+    /// but not the time, and a node that counted only firings would go on serving under a lease
+    /// its home had already revoked, for as many ticks as the lease had left at the pause.
+    /// Past `lease_ticks + lease_revoke_margin_ticks` every lease and revocation has run out,
+    /// so a longer gap is given only that many ticks of work.
+    fn catch_up(&self, core: &mut Core, metrics: &CacheMetrics) -> Vec<Outbound> {
+        let due = self.ticks_due(Instant::now());
+        let missing = due.saturating_sub(core.ticks_done);
+        let lease = &self.config.core;
+        let mut out = Vec::new();
+        for _ in 0..missing.min(lease.lease_ticks + lease.lease_revoke_margin_ticks + 1) {
+            out.extend(core.node.tick());
             let directory_out = core.directory.tick();
             Core::count_directory_out(&directory_out, metrics);
             out.extend(directory_out);
+        }
+        core.ticks_done = core.ticks_done.max(due);
+        if missing > 0 {
             self.publish_quorum(core);
-            ((), out)
-        });
+        }
+        out
     }
 
     /// Whether this node may serve now: it is in its view and a majority of the view confirmed
@@ -1027,7 +1056,9 @@ impl CacheEngine {
         let started_at = Instant::now();
         let data = {
             let mut core = lock(&self.core);
-            if !self.quorate(&core) {
+            // Behind the clock (just resumed from a pause), the leases may have run out
+            // unseen: the slow path catches up first.
+            if self.ticks_due(started_at) > core.ticks_done + 1 || !self.quorate(&core) {
                 return None;
             }
             core.node.read_hit(key)?
@@ -1043,9 +1074,10 @@ impl CacheEngine {
     fn start_op(self: &Arc<Self>, op: CacheOp) -> Result<Option<Started>, EngineError> {
         let is_read = matches!(op, CacheOp::Get(_));
         let started = self.with_core(|core, metrics| {
+            let caught_up = self.catch_up(core, metrics);
             if !self.quorate(core) {
                 self.publish_quorum(core);
-                return (Ok(None), Vec::new());
+                return (Ok(None), caught_up);
             }
             let key = op.key().clone();
             let (step, out) = core.node_call(Some(&key), metrics, |node| {
@@ -1069,7 +1101,9 @@ impl CacheEngine {
                     Some(Started::Pending(op, receiver))
                 }
             });
-            (started, out)
+            let mut effects = caught_up;
+            effects.extend(out);
+            (started, effects)
         });
         if is_read {
             match &started {
