@@ -164,14 +164,10 @@ impl NodeProc {
         }
     }
 
-    /// Sends `signal` (`-STOP`, `-CONT`, …) to the running node.
+    /// Sends `signal` (`STOP`, `CONT`, …) to the running node.
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("a running node");
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {} failed", self.name);
+        crate::process::signal(child, signal, &self.name);
     }
 
     /// SIGKILL: no write-back, no goodbye.

@@ -534,30 +534,35 @@ struct RealTimeSwmr {
     violations: Vec<String>,
 }
 
-/// One node's holding of one key in one state from `start` to `end` (µs since 1970).
+/// A holding of a key in one state from `start` to `end` (µs since 1970).
 #[derive(Clone, Debug)]
-struct Held {
-    node: String,
-    state: String,
+struct Held<'a> {
+    state: &'a str,
     start: u64,
     end: u64,
 }
 
+/// Per key, per node, the node's holdings of the key in time order (disjoint).
+type Holdings<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<Held<'a>>>>;
+
 /// Notes that `node` held `key` in `state` over `span` (nothing for I).
 fn push_held<'a>(
-    held: &mut BTreeMap<&'a str, Vec<Held>>,
-    node: &str,
+    held: &mut Holdings<'a>,
+    node: &'a str,
     key: &'a str,
-    state: &str,
+    state: &'a str,
     span: std::ops::Range<u64>,
 ) {
     if state != "I" {
-        held.entry(key).or_default().push(Held {
-            node: node.to_string(),
-            state: state.to_string(),
-            start: span.start,
-            end: span.end,
-        });
+        held.entry(key)
+            .or_default()
+            .entry(node)
+            .or_default()
+            .push(Held {
+                state,
+                start: span.start,
+                end: span.end,
+            });
     }
 }
 
@@ -573,7 +578,7 @@ fn real_time_single_writer(
     end_us: u64,
 ) -> RealTimeSwmr {
     let mut found = RealTimeSwmr::default();
-    let mut held: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
+    let mut held = Holdings::new();
     for (node, journal) in journals {
         let mut current: BTreeMap<&str, (&str, u64)> = BTreeMap::new();
         for change in &journal.transitions {
@@ -600,36 +605,39 @@ fn real_time_single_writer(
             push_held(&mut held, node, key, state, since..end_us);
         }
     }
-    for (key, intervals) in &mut held {
-        intervals.sort_by_key(|interval| interval.start);
-        found.valid_intervals += intervals.len();
-        for (index, owner) in intervals.iter().enumerate() {
-            if owner.state != "M" && owner.state != "E" {
-                continue;
-            }
-            found.owner_intervals += 1;
-            // Sorted by start: every interval overlapping the owner's starts before it ends.
-            for other in intervals.iter().take_while(|other| other.start < owner.end) {
-                if std::ptr::eq(other, &intervals[index]) || other.node == owner.node {
-                    continue;
-                }
-                let overlap = owner
-                    .end
-                    .min(other.end)
-                    .saturating_sub(owner.start.max(other.start));
-                if overlap > SWMR_EPSILON_US {
-                    found.violations.push(format!(
-                        "{key}: {} held {} over [{}, {}] µs while {} held {} over [{}, {}] µs \
-                         ({overlap} µs together)",
-                        owner.node,
-                        owner.state,
-                        owner.start,
-                        owner.end,
-                        other.node,
-                        other.state,
-                        other.start,
-                        other.end
-                    ));
+    for (key, by_node) in &held {
+        for (owner_node, holdings) in by_node {
+            found.valid_intervals += holdings.len();
+            for owner in holdings
+                .iter()
+                .filter(|held| matches!(held.state, "M" | "E"))
+            {
+                found.owner_intervals += 1;
+                for (other_node, others) in by_node.iter().filter(|(node, _)| *node != owner_node) {
+                    // Disjoint and in time order: those overlapping the owner's interval are
+                    // the run from the first that ends after it starts.
+                    let first = others.partition_point(|other| other.end <= owner.start);
+                    for other in others[first..]
+                        .iter()
+                        .take_while(|other| other.start < owner.end)
+                    {
+                        let overlap = owner
+                            .end
+                            .min(other.end)
+                            .saturating_sub(owner.start.max(other.start));
+                        if overlap > SWMR_EPSILON_US {
+                            found.violations.push(format!(
+                                "{key}: {owner_node} held {} over [{}, {}] µs while {other_node} \
+                                 held {} over [{}, {}] µs ({overlap} µs together)",
+                                owner.state,
+                                owner.start,
+                                owner.end,
+                                other.state,
+                                other.start,
+                                other.end
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -1172,12 +1180,12 @@ async fn a_sharer_paused_past_its_lease_serves_nothing_stale_when_it_resumes() {
 
     let c3 = cluster.node("c3");
     Cut::Isolate(&["c3"]).set(&mesh, LinkState::Blackhole).await;
-    c3.signal("-STOP");
+    c3.signal("STOP");
     let paused_at = Instant::now();
     let written = client.put(&key, "2", Some("c1")).await;
     let write_took = paused_at.elapsed();
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(paused_at.elapsed())).await;
-    c3.signal("-CONT");
+    c3.signal("CONT");
     written.expect("the write completes once c3's lease has run out");
 
     let mut stale = Vec::new();

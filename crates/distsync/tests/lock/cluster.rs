@@ -164,20 +164,16 @@ impl LockCluster {
 
     pub fn signal(&self, id: u64, signal: &str) {
         if let Some(child) = self.nodes[&id].process.as_ref() {
-            let status = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill {signal} failed");
+            crate::process::signal(child, signal, &format!("lock node {id}"));
         }
     }
 
     pub fn pause(&self, id: u64) {
-        self.signal(id, "-STOP");
+        self.signal(id, "STOP");
     }
 
     pub fn resume(&self, id: u64) {
-        self.signal(id, "-CONT");
+        self.signal(id, "CONT");
     }
 
     /// Cuts (or heals) every link between `group` and the other nodes, both directions.

@@ -51,7 +51,7 @@ async fn leader_sigkill_during_contention_never_double_grants_and_grants_again_w
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = &mut workload => panic!("workload ended before the kill"),
         }
-        cluster.signal(leader, "-KILL");
+        cluster.signal(leader, "KILL");
         let killed_at = Instant::now();
         (workload.await, killed_at)
     };

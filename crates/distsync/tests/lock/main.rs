@@ -10,6 +10,8 @@ mod input;
 mod link;
 #[path = "../support/ports.rs"]
 mod ports;
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../support/seed.rs"]
 mod seed;
 mod semantics;

@@ -87,13 +87,8 @@ impl RedisProc {
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the server with kill(1).
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("redis is running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+        let child = self.child.as_ref().expect("redis is running");
+        crate::process::signal(child, signal, "redis-server");
     }
 
     /// Starts again on the same port and directory (recovering from the AOF).

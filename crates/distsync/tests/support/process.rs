@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 /// polls included, and a cache node writes back its Modified lines) before the test fails.
 const EXIT_AFTER_SIGTERM: Duration = Duration::from_secs(30);
 
-/// Sends SIGTERM to `child` (named `what` in failures) and waits for it to exit successfully.
-pub fn terminate(mut child: Child, what: &str) {
+/// Sends `signal` (`STOP`, `CONT`, `KILL`, …) to `child` (named `what` in failures).
+pub fn signal(child: &Child, signal: &str, what: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("running kill");
-    assert!(status.success(), "SIGTERM {what}");
+    assert!(status.success(), "kill -{signal} {what} failed");
+}
+
+/// Sends SIGTERM to `child` (named `what` in failures) and waits for it to exit successfully.
+pub fn terminate(mut child: Child, what: &str) {
+    signal(&child, "TERM", what);
     let deadline = Instant::now() + EXIT_AFTER_SIGTERM;
     let exit = loop {
         if let Some(exit) = child.try_wait().expect("polling the child") {
