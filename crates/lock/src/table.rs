@@ -700,6 +700,21 @@ impl LockTable {
         }
     }
 
+    /// Whether a waiting acquire of `name` in `mode` by `session`, applied now, would find the
+    /// lock taken by others: the session lives, neither holds nor already waits for `name`, and
+    /// the lock cannot be granted to it at once (it would queue, or be refused if queueing closed
+    /// a wait-for cycle). A hint for when to propose it (the server's
+    /// `StateMachine::may_join_next_batch`); no outcome depends on it.
+    pub fn acquire_would_queue(&self, session: SessionId, name: &LockName, mode: LockMode) -> bool {
+        let Some(state) = self.locks.get(name) else {
+            return false;
+        };
+        self.sessions.contains_key(&session)
+            && state.hold(session).is_none()
+            && state.waiter_position(session).is_none()
+            && !state.can_grant_new(mode)
+    }
+
     /// Every lock with a holder or a waiter, by name.
     pub fn locks(&self) -> impl Iterator<Item = LockInfo> + '_ {
         self.locks.iter().map(|(name, state)| state.info(name))

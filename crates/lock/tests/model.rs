@@ -573,6 +573,65 @@ fn check_step(
     Ok(())
 }
 
+/// What `LockTable::acquire_would_queue` said about a waiting acquire of a session that neither
+/// held nor waited for the lock, to be checked against the acquire's outcome.
+struct QueueHint(Option<bool>);
+
+impl QueueHint {
+    fn before(table: &LockTable, command: &LockCommand) -> QueueHint {
+        let LockCommand::Acquire {
+            session,
+            name,
+            mode,
+            wait: true,
+            ..
+        } = command
+        else {
+            return QueueHint(None);
+        };
+        let info = table.lock(name);
+        let involved = info.holders.iter().any(|h| h.session == *session)
+            || info.waiters.iter().any(|w| w.session == *session);
+        if involved || table.session(*session).is_none() {
+            // The hint is false for these by definition; the outcome may still be a wait (an
+            // upgrade, a repeated acquire), so there is nothing to compare.
+            assert!(
+                !table.acquire_would_queue(*session, name, *mode),
+                "a session that holds or waits for the lock, or has ended, is never predicted to queue"
+            );
+            return QueueHint(None);
+        }
+        QueueHint(Some(table.acquire_would_queue(*session, name, *mode)))
+    }
+
+    /// The hint is exact: an acquire predicted to queue is never granted at once, and one
+    /// predicted not to is never queued or refused as a deadlock.
+    fn check(&self, outcome: &ApplyOutcome) -> Result<(), TestCaseError> {
+        let Some(would_queue) = self.0 else {
+            return Ok(());
+        };
+        let waited = matches!(
+            outcome.response,
+            Ok(Response::Waiting { .. }) | Err(LockError::Deadlock { .. })
+        );
+        let granted = matches!(outcome.response, Ok(Response::Granted(_)));
+        if would_queue {
+            prop_assert!(
+                !granted,
+                "predicted to queue, granted: {:?}",
+                outcome.response
+            );
+        } else {
+            prop_assert!(
+                !waited,
+                "predicted to be answered at once, waited: {:?}",
+                outcome.response
+            );
+        }
+        Ok(())
+    }
+}
+
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let config = config();
     let mut table = LockTable::new(config.clone()).expect("valid config");
@@ -584,7 +643,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut tokens = TokenCheck::default();
     for op in ops {
         let command = driver.command(op);
+        let queue_hint = QueueHint::before(&table, &command);
         let outcome = table.apply(LogIndex(driver.index), command.clone());
+        queue_hint.check(&outcome)?;
         let (expect, grants) = model.apply(driver.index, &command);
         check_step(
             &table,

@@ -198,6 +198,11 @@ impl RaftNode {
         self.id
     }
 
+    /// This node's role, without building the whole [`Status`].
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The volatile state, for the shell and checkers.
     pub fn status(&self) -> Status {
         Status {

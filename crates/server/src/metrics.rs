@@ -23,6 +23,9 @@ pub struct RaftMetrics {
     pub proposals: Counter,
     /// Proposals refused (not leader).
     pub proposals_rejected: Counter,
+    /// Proposals held back to share the next one's log append (see
+    /// `StateMachine::may_join_next_batch`).
+    pub proposals_held_back: Counter,
     /// Service commands applied.
     pub applied: Counter,
     /// Snapshots taken.
@@ -48,6 +51,7 @@ impl RaftMetrics {
         let metrics = RaftMetrics {
             proposals: Counter::default(),
             proposals_rejected: Counter::default(),
+            proposals_held_back: Counter::default(),
             applied: Counter::default(),
             snapshots: Counter::default(),
             snapshots_rejected: Counter::default(),
@@ -69,6 +73,11 @@ impl RaftMetrics {
             "proposals_rejected",
             "Proposals refused because this node does not lead",
             metrics.proposals_rejected.clone(),
+        );
+        raft.register(
+            "proposals_held_back",
+            "Proposals held back to share the log append and fsync of the next proposal",
+            metrics.proposals_held_back.clone(),
         );
         raft.register(
             "applied_commands",

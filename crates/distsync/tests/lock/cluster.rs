@@ -32,6 +32,8 @@ pub struct LockCluster {
     bootstrap: u64,
     /// `links[(from, to)]`: how `from` dials `to`.
     links: BTreeMap<(u64, u64), Link>,
+    /// Extra `DISTSYNC_*` settings every node starts with.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +45,15 @@ impl LockCluster {
     /// `size` bootstrap members running, plus `spares` nodes that are wired up (addresses,
     /// proxies) but not started and not members; `spawn` starts one with `--join`.
     pub async fn start_with_spares(size: u64, spares: u64) -> LockCluster {
+        Self::start_configured(size, spares, &[]).await
+    }
+
+    /// `size` nodes, each also given the `DISTSYNC_*` settings in `env`.
+    pub async fn start_with_env(size: u64, env: &[(&str, &str)]) -> LockCluster {
+        Self::start_configured(size, 0, env).await
+    }
+
+    async fn start_configured(size: u64, spares: u64, env: &[(&str, &str)]) -> LockCluster {
         let total = size + spares;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = BTreeMap::new();
@@ -70,6 +81,10 @@ impl LockCluster {
             nodes,
             bootstrap: size,
             links,
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             _dir: dir,
         };
         for id in 1..=size {
@@ -113,6 +128,7 @@ impl LockCluster {
         if join {
             command.env("DISTSYNC_JOIN", "true");
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let child = command
             .args([
                 "serve",

@@ -8,6 +8,8 @@ mod fencing;
 mod input;
 #[path = "../support/link.rs"]
 mod link;
+#[path = "../support/metrics.rs"]
+mod metrics;
 #[path = "../support/ports.rs"]
 mod ports;
 #[path = "../support/process.rs"]

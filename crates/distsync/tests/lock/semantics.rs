@@ -2,6 +2,7 @@
 //! stale releases (TESTING.md L-14, L-15).
 
 use crate::cluster::LockCluster;
+use crate::metrics;
 use distsync_api::{ErrorCode, LockMode};
 use std::time::Duration;
 
@@ -123,6 +124,84 @@ async fn waiters_are_served_in_arrival_order() {
     order.sort();
     let positions: Vec<usize> = order.iter().map(|(_, position)| *position).collect();
     assert_eq!(positions, vec![0, 1, 2], "grants out of arrival order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_acquires_held_back_by_the_leader_ride_with_the_release_in_arrival_order() {
+    // Proves that the leader's holding back of acquires that will queue (so they share the next
+    // proposal's fsync) changes only when they are proposed: with the hold-back window set to a
+    // minute, three such acquires stay out of the log (not even waiting) until the holder's
+    // release is proposed, go into the log ahead of it in the order they arrived, and the
+    // release grants the first of them at once.
+    let cluster =
+        LockCluster::start_with_env(3, &[("DISTSYNC_QUEUED_ACQUIRE_BATCH_MS", "60000")]).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let leader_http = cluster.nodes[&leader].http.clone();
+    let client = cluster.client_of(leader);
+    let held_back = || metrics::metric(&leader_http, "distsync_raft_proposals_held_back_total");
+    let holder = client
+        .create_session(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let held = holder
+        .lock("batched", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    // Sessions first: creating one is a proposal, which would carry the held-back acquires
+    // into the log.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(
+            client
+                .create_session(Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
+    }
+    let before = held_back().await;
+    let mut tasks = Vec::new();
+    for (position, session) in sessions.iter().enumerate() {
+        let id = session.id();
+        let waiter = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let grant = waiter
+                .acquire(id, "batched", LockMode::Exclusive, Duration::from_secs(30))
+                .await
+                .expect("granted eventually");
+            (position, grant.fencing_token, id)
+        }));
+        // Each acquire reaches the leader (and is held back) before the next one is sent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held_back().await < before + position as u64 + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acquire {position} was not held back"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let state = client.lock_state("batched").await.unwrap();
+    assert!(
+        state.waiters.is_empty(),
+        "held-back acquires are not in the log yet, so nobody waits: {state:?}"
+    );
+    let released_token = held.fencing_token();
+    held.release().await.unwrap();
+    let mut order = Vec::new();
+    for task in tasks {
+        let (position, token, id) = task.await.unwrap();
+        assert!(token > released_token);
+        order.push((token, position));
+        client.release(id, "batched", Some(token)).await.unwrap();
+    }
+    order.sort();
+    let positions: Vec<usize> = order.iter().map(|(_, position)| *position).collect();
+    assert_eq!(positions, vec![0, 1, 2], "grants out of arrival order");
+    assert_eq!(
+        held_back().await,
+        before + 3,
+        "only the three queued acquires are held back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -361,18 +361,7 @@ pub async fn ring(addr: &str) -> distsync_api::RingView {
         .expect("ring JSON")
 }
 
-/// A counter or gauge from the `/metrics` of the node at `addr` (0 while it is absent).
-pub async fn metric(addr: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
+pub use crate::metrics::metric;
 
 /// One JSON line a consumer process printed, stamped when the test read it (or, for what
 /// was left in the pipe of a consumer killed mid-batch, when the consumer was seen blocked).

@@ -12,6 +12,8 @@ mod consumers;
 mod faults;
 #[path = "../support/link.rs"]
 mod link;
+#[path = "../support/metrics.rs"]
+mod metrics;
 #[path = "../support/ports.rs"]
 mod ports;
 #[path = "../support/process.rs"]

@@ -237,6 +237,14 @@ impl StateMachine for LockStateMachine {
         }
     }
 
+    fn may_join_next_batch(&self, command: &[u8]) -> bool {
+        matches!(
+            LockCommand::decode(command),
+            Ok(LockCommand::Acquire { session, name, mode, wait: true, .. })
+                if self.table.acquire_would_queue(session, &name, mode)
+        )
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         self.table.snapshot()
     }

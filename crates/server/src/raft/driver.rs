@@ -41,6 +41,10 @@ pub struct DriverConfig {
     pub fsync: bool,
     /// Zeros written ahead of the WAL's records (`WalOptions::preallocate_bytes`; 0 = off).
     pub wal_preallocate_bytes: u64,
+    /// How long the leader may hold back a proposal that can join the next batch
+    /// (`StateMachine::may_join_next_batch`) while waiting for that batch; zero proposes every
+    /// command at once.
+    pub batch_join_max: Duration,
 }
 
 impl DriverConfig {
@@ -397,6 +401,9 @@ pub fn spawn_driver<SM: StateMachine>(
         reads_waiting_apply: BTreeMap::new(),
         next_read_id: 0,
         last_snapshot_index,
+        batch_join_max: config.batch_join_max,
+        held_back: Vec::new(),
+        held_back_until: None,
         was_leader: false,
         status: status_tx,
         metrics,
@@ -453,6 +460,12 @@ struct Driver<SM: StateMachine> {
     reads_waiting_apply: BTreeMap<u64, Vec<ReadFn<SM>>>,
     next_read_id: u64,
     last_snapshot_index: LogIndex,
+    batch_join_max: Duration,
+    /// Commands held back to join the next proposal's batch, in arrival order: whatever is
+    /// proposed next goes after them, so the log keeps the order requests reached the leader.
+    held_back: Vec<(Vec<u8>, Responder<SM::Response>)>,
+    /// When the oldest held-back command must be proposed even if nothing else comes.
+    held_back_until: Option<tokio::time::Instant>,
     was_leader: bool,
     status: watch::Sender<NodeStatus>,
     metrics: Arc<RaftMetrics>,
@@ -474,7 +487,15 @@ impl<SM: StateMachine> Driver<SM> {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let held_back_until = self.held_back_until;
+            let held_back_due = async move {
+                match held_back_until {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = held_back_due => self.propose_held_back(),
                 _ = ticker.tick() => {
                     self.node.tick();
                     let status = self.status.borrow().clone();
@@ -528,9 +549,19 @@ impl<SM: StateMachine> Driver<SM> {
     fn handle(&mut self, request: Request<SM>) {
         match request {
             Request::Propose { command, respond } => {
-                self.propose(Envelope::Service(command).encode(), Some(respond));
+                if self.may_hold_back(&command) {
+                    if self.held_back.is_empty() {
+                        self.held_back_until =
+                            Some(tokio::time::Instant::now() + self.batch_join_max);
+                    }
+                    self.held_back.push((command, respond));
+                    self.metrics.proposals_held_back.inc();
+                } else {
+                    self.propose(Envelope::Service(command).encode(), Some(respond));
+                }
             }
             Request::ProposeRaw { envelope, respond } => {
+                self.propose_held_back();
                 match self.node.propose(Bytes::from(envelope.encode())) {
                     Ok(proposal) => {
                         self.pending
@@ -541,15 +572,18 @@ impl<SM: StateMachine> Driver<SM> {
                     }
                 }
             }
-            Request::Membership { change, respond } => match self.node.propose_membership(change) {
-                Ok(proposal) => {
-                    self.pending
-                        .insert(proposal.index.0, Pending::Raw(proposal.term, respond));
+            Request::Membership { change, respond } => {
+                self.propose_held_back();
+                match self.node.propose_membership(change) {
+                    Ok(proposal) => {
+                        self.pending
+                            .insert(proposal.index.0, Pending::Raw(proposal.term, respond));
+                    }
+                    Err(error) => {
+                        let _ = respond.send(Err(self.not_leader_or(error.to_string())));
+                    }
                 }
-                Err(error) => {
-                    let _ = respond.send(Err(self.not_leader_or(error.to_string())));
-                }
-            },
+            }
             Request::Read { run } => {
                 self.next_read_id += 1;
                 let id = self.next_read_id;
@@ -582,7 +616,39 @@ impl<SM: StateMachine> Driver<SM> {
         }
     }
 
+    fn may_hold_back(&self, command: &[u8]) -> bool {
+        !self.batch_join_max.is_zero()
+            && self.node.role() == Role::Leader
+            && self.state_machine.may_join_next_batch(command)
+    }
+
+    /// Proposes every held-back command, oldest first.
+    fn propose_held_back(&mut self) {
+        self.held_back_until = None;
+        for (command, respond) in std::mem::take(&mut self.held_back) {
+            self.propose_now(Envelope::Service(command).encode(), Some(respond));
+        }
+    }
+
+    /// Proposes the held-back commands once one of them no longer qualifies (the state it was
+    /// judged against has changed: the lock it would have queued for was released meanwhile).
+    fn propose_held_back_if_stale(&mut self) {
+        if self
+            .held_back
+            .iter()
+            .any(|(command, _)| !self.state_machine.may_join_next_batch(command))
+        {
+            self.propose_held_back();
+        }
+    }
+
+    /// Proposes a command after whatever was held back, keeping arrival order in the log.
     fn propose(&mut self, envelope: Vec<u8>, respond: Option<Responder<SM::Response>>) {
+        self.propose_held_back();
+        self.propose_now(envelope, respond);
+    }
+
+    fn propose_now(&mut self, envelope: Vec<u8>, respond: Option<Responder<SM::Response>>) {
         self.metrics.proposals.inc();
         match self.node.propose(Bytes::from(envelope)) {
             Ok(proposal) => {
@@ -672,6 +738,9 @@ impl<SM: StateMachine> Driver<SM> {
             self.node.advance(ready);
             self.serve_applied_reads();
             self.maybe_snapshot()?;
+            if !self.held_back.is_empty() {
+                self.propose_held_back_if_stale();
+            }
         }
         let is_leader = self.node.status().role == Role::Leader;
         if is_leader != self.was_leader {
@@ -689,6 +758,11 @@ impl<SM: StateMachine> Driver<SM> {
                 // until its commit timeout; a retry is idempotent, and an entry that commits
                 // anyway is applied with nobody left to answer.
                 self.fail_pending_through(u64::MAX);
+                self.held_back_until = None;
+                let leader = self.node.status().leader.map(|id| id.0);
+                for (_, respond) in self.held_back.drain(..) {
+                    let _ = respond.send(Err(DriverError::NotLeader { leader }));
+                }
             }
         }
         Ok(())

@@ -41,6 +41,15 @@ pub trait StateMachine: Send + 'static {
     /// When the bytes are not a snapshot of this state machine.
     fn restore(&mut self, snapshot: &[u8]) -> anyhow::Result<()>;
 
+    /// Whether the leader may hold `command` back to share the log append (and its fsync) of
+    /// the next proposal, for up to the driver's batch delay. True only for a command whose
+    /// proposer cannot be answered before some later command anyway (a lock acquire that will
+    /// queue behind a holder: the release that lets it in is that later command). Holding it
+    /// back changes when it is proposed, never what it does.
+    fn may_join_next_batch(&self, _command: &[u8]) -> bool {
+        false
+    }
+
     /// Called on every tick with the node's status. A leader returns commands to propose
     /// (for example, expiring sessions whose deadline passed).
     fn on_tick(&mut self, now: Instant, status: &NodeStatus) -> Vec<Vec<u8>>;
