@@ -74,6 +74,10 @@ pub struct LockServeArgs {
     pub allow_fault_injection: bool,
 }
 
+/// The longest hold-back `--queued-acquire-batch-ms` accepts (10 minutes): far past any use,
+/// and far from overflowing a deadline.
+const QUEUED_ACQUIRE_BATCH_MS_LIMIT: u64 = 600_000;
+
 pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
     let own = args
         .cluster
@@ -93,6 +97,16 @@ pub fn run(args: LockServeArgs) -> anyhow::Result<()> {
         ..LockConfig::default()
     };
     lock.validate()?;
+    if args.queued_acquire_batch_ms >= args.commit_timeout_ms.min(QUEUED_ACQUIRE_BATCH_MS_LIMIT) {
+        // A held-back acquire must not outlive its commit timeout: it would be answered
+        // `no_leader`, withdrawn and retried, again and again while the lock stays taken.
+        anyhow::bail!(
+            "--queued-acquire-batch-ms ({}) must be below --commit-timeout-ms ({}) and {}",
+            args.queued_acquire_batch_ms,
+            args.commit_timeout_ms,
+            QUEUED_ACQUIRE_BATCH_MS_LIMIT
+        );
+    }
     let config = LockNodeConfig {
         driver: DriverConfig {
             id: args.id,

@@ -133,8 +133,15 @@ async fn queued_acquires_held_back_by_the_leader_ride_with_the_release_in_arriva
     // minute, three such acquires stay out of the log (not even waiting) until the holder's
     // release is proposed, go into the log ahead of it in the order they arrived, and the
     // release grants the first of them at once.
-    let cluster =
-        LockCluster::start_with_env(3, &[("DISTSYNC_QUEUED_ACQUIRE_BATCH_MS", "60000")]).await;
+    let cluster = LockCluster::start_with_env(
+        3,
+        &[
+            ("DISTSYNC_QUEUED_ACQUIRE_BATCH_MS", "60000"),
+            // Held-back acquires must not time out while the test lines them up.
+            ("DISTSYNC_COMMIT_TIMEOUT_MS", "120000"),
+        ],
+    )
+    .await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let leader_http = cluster.nodes[&leader].http.clone();
     let client = cluster.client_of(leader);
@@ -187,6 +194,17 @@ async fn queued_acquires_held_back_by_the_leader_ride_with_the_release_in_arriva
     );
     let released_token = held.fencing_token();
     held.release().await.unwrap();
+    // The release is answered once applied; the acquires went into the log ahead of it, so by
+    // then the first holds the lock and the other two wait behind it, in arrival order.
+    let state = client.lock_state("batched").await.unwrap();
+    let holders: Vec<u64> = state.holders.iter().map(|h| h.session_id).collect();
+    let waiters: Vec<u64> = state.waiters.iter().map(|w| w.session_id).collect();
+    assert_eq!(holders, vec![sessions[0].id()], "{state:?}");
+    assert_eq!(
+        waiters,
+        vec![sessions[1].id(), sessions[2].id()],
+        "{state:?}"
+    );
     let mut order = Vec::new();
     for task in tasks {
         let (position, token, id) = task.await.unwrap();
