@@ -9,7 +9,11 @@
 # With `perf` installed (apt-get install linux-perf), `--syscalls` adds one more pass per
 # target counting the server's system calls, CPU time and context switches per GET.
 #
-# usage: scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
+# Each pass also reports how busy the load generator was (its user + system CPU over the wall
+# time): near 100 % means redis-benchmark, one thread by default, is the bottleneck and both
+# servers are being measured at its ceiling. CLIENT_THREADS=N passes `--threads N` to it.
+#
+# usage: [CLIENT_THREADS=N] scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
 set -euo pipefail
 bin=${1:-target/release/distsync}
 rounds=${2:-8}
@@ -17,6 +21,7 @@ requests=${3:-200000}
 syscalls=false
 [ "${4:-}" = --syscalls ] && syscalls=true
 base=${BASE_PORT:-17400}
+client_threads=${CLIENT_THREADS:-1}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -46,15 +51,25 @@ for port in "${resp[@]}" "$redis_port"; do
     done
 done
 
+benchmark() { # $1 = port; prints the redis-benchmark output, one line per report
+    redis-benchmark -p "$1" -t get -n "$requests" -c 50 -r 100000 -d 100 -q \
+        --threads "$client_threads" 2>/dev/null | tr '\r' '\n'
+}
 get_per_s() { # $1 = port
-    redis-benchmark -p "$1" -t get -n "$requests" -c 50 -r 100000 -d 100 -q 2>/dev/null |
-        tr '\r' '\n' | awk '/requests per second/ {print int($2)}'
+    benchmark "$1" | awk '/requests per second/ {print int($2)}'
+}
+client_busy=()
+timed_pass() { # $1 = port, $2 = name: GET/s into $work/$2, the client's CPU share onto client_busy
+    local TIMEFORMAT='%U %S %R'
+    { time benchmark "$1" >"$work/pass"; } 2>"$work/time"
+    awk '/requests per second/ {print int($2)}' "$work/pass" >"$work/$2"
+    client_busy+=("$(awk '{printf "%.0f", ($1 + $2) / $3 * 100}' "$work/time")")
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ);" \
     "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(redis-server --version | cut -d' ' -f3)"
-echo "command per target: redis-benchmark -p PORT -t get -n $requests -c 50 -r 100000 -d 100 -q" \
+echo "command per target: redis-benchmark -p PORT -t get -n $requests -c 50 -r 100000 -d 100 -q --threads $client_threads" \
     "(after one -t set,get pass to fill every key)"
 for port in "${resp[@]}" "$redis_port"; do
     redis-benchmark -p "$port" -t set,get -n 100000 -c 50 -r 100000 -d 100 -q >/dev/null 2>&1
@@ -63,17 +78,19 @@ done
 ratios1=() ratios2=()
 for round in $(seq 1 "$rounds"); do
     if ((round % 2)); then
-        one=$(get_per_s "${resp[0]}"); two=$(get_per_s "${resp[1]}"); redis=$(get_per_s "$redis_port")
+        timed_pass "${resp[0]}" one; timed_pass "${resp[1]}" two; timed_pass "$redis_port" redis
     else
-        redis=$(get_per_s "$redis_port"); two=$(get_per_s "${resp[1]}"); one=$(get_per_s "${resp[0]}")
+        timed_pass "$redis_port" redis; timed_pass "${resp[1]}" two; timed_pass "${resp[0]}" one
     fi
+    one=$(<"$work/one") two=$(<"$work/two") redis=$(<"$work/redis")
     ratios1+=("$(ratio "$one" "$redis")")
     ratios2+=("$(ratio "$two" "$redis")")
     echo "round $round: 1 thread $one GET/s, 2 threads $two, redis-server $redis;" \
-        "ratios ${ratios1[-1]} / ${ratios2[-1]}"
+        "ratios ${ratios1[-1]} / ${ratios2[-1]}; load generator CPU ${client_busy[-3]}, ${client_busy[-2]}, ${client_busy[-1]} % (pass order)"
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-echo "median ratio to redis-server: 1 thread $(median "${ratios1[@]}"), 2 threads $(median "${ratios2[@]}")"
+echo "median ratio to redis-server: 1 thread $(median "${ratios1[@]}"), 2 threads $(median "${ratios2[@]}");" \
+    "load generator's CPU per pass: median $(median "${client_busy[@]}") % of one core ($client_threads thread(s))"
 
 if $syscalls; then
     events=raw_syscalls:sys_enter,task-clock,context-switches
