@@ -44,13 +44,15 @@ wants() { case " $only " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 meta() { # $1 = command line, $2 = durability
     python3 - "$1" "$2" "$distsync_version" <<'PY'
 import json, os, platform, subprocess, sys, datetime
+sys.path.insert(0, "scripts")
+from benchlib import git_commit
 def sh(cmd):
     try: return subprocess.check_output(cmd, shell=True, text=True).strip()
     except Exception: return None
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
 mem = sh("awk '/MemTotal/ {print $2}' /proc/meminfo")
 print(json.dumps({
-    "git_commit": sh("git rev-parse --short HEAD"),
+    "git_commit": git_commit(),
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "command": sys.argv[1],
     "machine": {"cpus": os.cpu_count(), "memory_gib": round(int(mem) / 1048576, 1) if mem else None,

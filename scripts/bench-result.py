@@ -25,6 +25,9 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.environ.get("BENCH_RESULTS_DIR", os.path.join(ROOT, "docs/performance/results/runs"))
 
@@ -67,11 +70,8 @@ def versions():
 
 
 def meta(command, durability):
-    commit = sh("git", "rev-parse", "--short", "HEAD") or "unknown"
-    if sh("git", "status", "--porcelain", "--untracked-files=no"):
-        commit += "-dirty"
     out = {
-        "git_commit": commit,
+        "git_commit": benchlib.git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
         "machine": machine(),

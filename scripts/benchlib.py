@@ -19,10 +19,14 @@ SCHEMA = "distsync-bench/1"
 
 
 def git_commit():
+    """The commit measured, `-dirty` when tracked files outside docs/performance differ from it.
+    docs/performance is left out because a report run rewrites it (charts, the flame graph,
+    README.md) while later steps still measure the same code."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)docs/performance"],
                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
