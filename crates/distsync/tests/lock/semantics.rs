@@ -223,6 +223,70 @@ async fn queued_acquires_held_back_by_the_leader_ride_with_the_release_in_arriva
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_back_acquire_with_nothing_to_ride_on_is_proposed_when_its_window_ends() {
+    // Proves the bound on holding back: with a 400 ms window and no other proposal, a queued
+    // acquire enters the log (and shows as a waiter) by itself — never before the window has
+    // run since the request was sent, and well within a generous bound after it.
+    const WINDOW: Duration = Duration::from_millis(400);
+    let cluster = LockCluster::start_with_env(
+        3,
+        &[(
+            "DISTSYNC_QUEUED_ACQUIRE_BATCH_MS",
+            &WINDOW.as_millis().to_string(),
+        )],
+    )
+    .await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let client = cluster.client_of(leader);
+    let holder = client
+        .create_session(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let _held = holder
+        .lock("window", LockMode::Exclusive, Duration::ZERO)
+        .await
+        .unwrap();
+    let waiter = client
+        .create_session(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let waiter_id = waiter.id();
+    let sent = std::time::Instant::now();
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .acquire(
+                    waiter_id,
+                    "window",
+                    LockMode::Exclusive,
+                    Duration::from_secs(30),
+                )
+                .await
+        })
+    };
+    loop {
+        let state = client.lock_state("window").await.unwrap();
+        if state.waiters.iter().any(|w| w.session_id == waiter_id) {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the held-back acquire was never proposed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The leader cannot have held the acquire before it was sent, so its window cannot have
+    // ended sooner than this after `sent`.
+    assert!(
+        sent.elapsed() >= WINDOW,
+        "queued after {:?}, before the {WINDOW:?} window ended",
+        sent.elapsed()
+    );
+    waiting.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn session_expiry_releases_locks_and_wakes_the_next_waiter() {
     // Proves that a session that stops keeping alive loses its locks and the waiter gets them
     // (the holder's client is simulated by never sending keep-alives).
