@@ -738,9 +738,7 @@ impl<SM: StateMachine> Driver<SM> {
             self.node.advance(ready);
             self.serve_applied_reads();
             self.maybe_snapshot()?;
-            if !self.held_back.is_empty() {
-                self.propose_held_back_if_stale();
-            }
+            self.propose_held_back_if_stale();
         }
         let is_leader = self.node.status().role == Role::Leader;
         if is_leader != self.was_leader {
