@@ -34,6 +34,8 @@ pub(crate) struct Progress {
     /// Ticks since the follower last made progress while something was outstanding; drives
     /// retransmission when messages are lost.
     pub(crate) stalled_ticks: u64,
+    /// Highest commit index sent to the follower in this term.
+    pub(crate) commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -46,6 +48,7 @@ impl Progress {
             recent_active: false,
             acked_read_round: 0,
             stalled_ticks: 0,
+            commit_sent: LogIndex(0),
         }
     }
 

@@ -64,9 +64,11 @@ impl RaftNode {
             leader_commit: self.log.commit,
             read_round: self.reads.round(),
         };
+        let commit = self.log.commit;
         self.send(to, body);
         if let Some(progress) = self.progress.get_mut(&to) {
             progress.on_sent(last, carried_entries);
+            progress.commit_sent = progress.commit_sent.max(commit);
         }
     }
 
@@ -400,19 +402,31 @@ impl RaftNode {
     fn on_commit_advanced(&mut self) {
         self.reads
             .on_commit_in_term(self.log.commit, self.term_start_index);
-        // Followers learn the new commit index at once rather than at the next heartbeat.
+        if self.membership_index <= self.log.commit && !self.membership.is_voter(self.id) {
+            // Last chance: a node that stops leading announces nothing more.
+            self.announce_commit();
+            tracing::info!(node = %self.id, "removed from the voters; stepping down");
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Sends the commit index to every follower that has not been told it yet. Called once per
+    /// tick rather than on every advance: under load the next append carries the new commit
+    /// index anyway, and announcing each advance at once cost an extra message and answer per
+    /// entry and follower, which on a busy leader delayed the commits themselves. A follower's
+    /// apply lags by one tick at most; nothing waits on it (the leader answers clients).
+    pub(crate) fn announce_commit(&mut self) {
+        let commit = self.log.commit;
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         let max_inflight = self.config.max_inflight_messages;
         for peer in peers {
             if self.progress.get(&peer).is_some_and(|progress| {
-                progress.state == ReplicationState::Replicate && progress.can_send(max_inflight)
+                progress.state == ReplicationState::Replicate
+                    && progress.can_send(max_inflight)
+                    && progress.commit_sent < commit
             }) {
                 self.send_append(peer);
             }
-        }
-        if self.membership_index <= self.log.commit && !self.membership.is_voter(self.id) {
-            tracing::info!(node = %self.id, "removed from the voters; stepping down");
-            self.become_follower(self.term, None);
         }
     }
 

@@ -235,3 +235,66 @@ fn a_learner_added_last_catches_up_without_further_proposals() {
     );
     assert!(cluster.nodes[&NodeId(4)].snapshot().is_some());
 }
+
+#[test]
+fn a_commit_reaches_followers_with_the_next_append_or_at_the_leaders_next_tick() {
+    // Proves the commit index costs no message of its own: a follower learns it from the next
+    // append when one comes, else from what the leader sends at its next tick, and never later.
+    let mut cluster = MemCluster::new(3);
+    let leader = cluster.elect();
+    // Two ticks: the heartbeat due at the second settles every follower, and the single tick
+    // at the end then sends no heartbeat (MemCluster beats every two ticks).
+    for _ in 0..2 {
+        cluster.nodes.get_mut(&leader).unwrap().tick();
+        cluster.stabilize();
+    }
+    let followers: Vec<_> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|&id| id != leader)
+        .collect();
+    let commit_of = |cluster: &MemCluster, id| cluster.nodes[&id].status().commit;
+
+    let first = cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(Bytes::from_static(b"first"))
+        .unwrap()
+        .index;
+    cluster.stabilize();
+    assert_eq!(commit_of(&cluster, leader), first);
+    for &id in &followers {
+        assert!(
+            commit_of(&cluster, id) < first,
+            "node {id} was told at once"
+        );
+    }
+
+    let second = cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(Bytes::from_static(b"second"))
+        .unwrap()
+        .index;
+    cluster.stabilize();
+    for &id in &followers {
+        assert_eq!(
+            commit_of(&cluster, id),
+            first,
+            "node {id} missed the append's commit"
+        );
+    }
+
+    cluster.nodes.get_mut(&leader).unwrap().tick();
+    cluster.stabilize();
+    for &id in &followers {
+        assert_eq!(
+            commit_of(&cluster, id),
+            second,
+            "node {id} not told at the tick"
+        );
+    }
+}
