@@ -4,7 +4,7 @@
 #   1. load: 1 node vs 3 nodes (in-memory backing store) with `distsync bench cache`, read-heavy
 #      (95/5) and write-heavy (50/50) Zipf(1.0) loads over HTTP;
 #   2. redis-benchmark -t get,set against a cache node's RESP port (1 and 3 nodes) and against a
-#      real redis-server;
+#      real redis-server, then -t get pipelined 16 deep (-P 16) against both;
 #   3. hit-ratio: one node, read-only Zipf load over HIT_KEYS keys, capacity at 1..100 % of them,
 #      --policy lru and lfu (hit ratio from the node's /v1/stats deltas);
 #   4. coherence: 3 and 5 nodes, `bench cache --mode coherence` with 0..N-1 sharers per write
@@ -93,13 +93,21 @@ stop_all() {
     pids=()
 }
 
-redis_bench() { # $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability, $5 = round
-    local port=$1 system=$2 csv command
-    command="redis-benchmark -p $port -t get,set -n $requests -c 50 -r 100000 -d 100 --csv"
+# $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability, $5 = round,
+# $6 = pipeline depth (1: GET and SET, one request per round trip; N > 1: GET only, `-P N`, five
+# times the requests, scenario `redis-benchmark-get-pN`). Unpipelined, redis-benchmark's one
+# thread saturates its core before either server does (docs/performance/cache.md); pipelined,
+# it spends a fraction of the system calls per GET and the servers become the bottleneck.
+redis_bench() {
+    local port=$1 system=$2 pipeline=${6:-1} csv command tests=(SET GET) n=$requests suffix=""
+    if ((pipeline > 1)); then
+        tests=(GET) n=$((requests * 5)) suffix="-p$pipeline"
+    fi
+    command="redis-benchmark -p $port -t $(IFS=,; echo "${tests[*]}" | tr A-Z a-z) -n $n -c 50 -r 100000 -d 100 -P $pipeline --csv"
     csv=$($command | tr -d '\r')
-    for test in SET GET; do
+    for test in "${tests[@]}"; do
         line=$(printf '%s\n' "$csv" | grep "^\"$test\"")
-        result=$(python3 - "$line" "$system" "$test" "$requests" "$3" <<'PY'
+        result=$(python3 - "$line" "$system" "$test$suffix" "$n" "$3" "$pipeline" <<'PY'
 import csv, json, sys
 row = next(csv.reader([sys.argv[1]]))
 rps, avg, mn, p50, p95, p99, mx = map(float, row[1:8])
@@ -107,14 +115,14 @@ ops = int(sys.argv[4])
 print(json.dumps({
     "schema": "distsync-bench/1", "service": "cache", "scenario": "redis-benchmark-" + sys.argv[3].lower(),
     "system": sys.argv[2], "nodes": int(sys.argv[5]), "clients": 50,
-    "params": {"tool": "redis-benchmark", "requests": ops, "random_keys": 100000, "value_bytes": 100, "pipeline": 1},
+    "params": {"tool": "redis-benchmark", "requests": ops, "random_keys": 100000, "value_bytes": 100, "pipeline": int(sys.argv[6])},
     "duration_s": ops / rps, "ops": ops, "throughput_per_s": rps,
     "latency_ms": {"p50": p50, "p99": p99, "max": mx}, "errors": 0,
     "extra": {"avg_ms": avg, "p95_ms": p95},
 }))
 PY
 )
-        save "cache-redis-benchmark-$(echo "$test" | tr A-Z a-z)-$system-${3}n-$stamp-r$5.json" "$result" "$(meta "$command" "$4")"
+        save "cache-redis-benchmark-$(echo "$test$suffix" | tr A-Z a-z)-$system-${3}n-$stamp-r$5.json" "$result" "$(meta "$command" "$4")"
     done
 }
 
@@ -144,8 +152,10 @@ if wants redis; then
         start_cache "$nodes"
         for round in $(seq 1 "$rounds"); do
             progress "redis-benchmark round $round/$rounds: node c1's RESP port ($nodes node(s)), then redis-server"
-            redis_bench $((base + 201)) distsync "$nodes" "in-memory backing store, write-back; GET hits served from the node's store" "$round-beside-${nodes}n"
-            redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-beside-${nodes}n"
+            for pipeline in 1 16; do
+                redis_bench $((base + 201)) distsync "$nodes" "in-memory backing store, write-back; GET hits served from the node's store" "$round-beside-${nodes}n" "$pipeline"
+                redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-beside-${nodes}n" "$pipeline"
+            done
         done
         stop_all
     done

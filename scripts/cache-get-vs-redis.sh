@@ -11,9 +11,11 @@
 #
 # Each pass also reports how busy the load generator was (its user + system CPU over the wall
 # time): near 100 % means redis-benchmark, one thread by default, is the bottleneck and both
-# servers are being measured at its ceiling. CLIENT_THREADS=N passes `--threads N` to it.
+# servers are being measured at its ceiling. CLIENT_THREADS=N passes `--threads N` to it, and
+# PIPELINE=N passes `-P N` (N requests per round trip, which spares the load generator most of
+# its system calls per GET and so moves the bottleneck towards the servers).
 #
-# usage: [CLIENT_THREADS=N] scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
+# usage: [CLIENT_THREADS=N] [PIPELINE=N] scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
 set -euo pipefail
 bin=${1:-target/release/distsync}
 rounds=${2:-8}
@@ -22,6 +24,7 @@ syscalls=false
 [ "${4:-}" = --syscalls ] && syscalls=true
 base=${BASE_PORT:-17400}
 client_threads=${CLIENT_THREADS:-1}
+pipeline=${PIPELINE:-1}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -53,7 +56,7 @@ done
 
 benchmark() { # $1 = port; prints the redis-benchmark output, one line per report
     redis-benchmark -p "$1" -t get -n "$requests" -c 50 -r 100000 -d 100 -q \
-        --threads "$client_threads" 2>/dev/null | tr '\r' '\n'
+        --threads "$client_threads" -P "$pipeline" 2>/dev/null | tr '\r' '\n'
 }
 get_per_s() { # $1 = port
     benchmark "$1" | awk '/requests per second/ {print int($2)}'
@@ -69,7 +72,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ);" \
     "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(redis-server --version | cut -d' ' -f3)"
-echo "command per target: redis-benchmark -p PORT -t get -n $requests -c 50 -r 100000 -d 100 -q --threads $client_threads" \
+echo "command per target: redis-benchmark -p PORT -t get -n $requests -c 50 -r 100000 -d 100 -q --threads $client_threads -P $pipeline" \
     "(after one -t set,get pass to fill every key)"
 for port in "${resp[@]}" "$redis_port"; do
     redis-benchmark -p "$port" -t set,get -n 100000 -c 50 -r 100000 -d 100 -q >/dev/null 2>&1
