@@ -255,15 +255,14 @@ fn a_commit_reaches_followers_with_the_next_append_or_at_the_leaders_next_tick()
         .filter(|&id| id != leader)
         .collect();
     let commit_of = |cluster: &MemCluster, id| cluster.nodes[&id].status().commit;
+    let propose = |cluster: &mut MemCluster, command: &'static [u8]| {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        let index = node.propose(Bytes::from_static(command)).unwrap().index;
+        cluster.stabilize();
+        index
+    };
 
-    let first = cluster
-        .nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose(Bytes::from_static(b"first"))
-        .unwrap()
-        .index;
-    cluster.stabilize();
+    let first = propose(&mut cluster, b"first");
     assert_eq!(commit_of(&cluster, leader), first);
     for &id in &followers {
         assert!(
@@ -272,14 +271,7 @@ fn a_commit_reaches_followers_with_the_next_append_or_at_the_leaders_next_tick()
         );
     }
 
-    let second = cluster
-        .nodes
-        .get_mut(&leader)
-        .unwrap()
-        .propose(Bytes::from_static(b"second"))
-        .unwrap()
-        .index;
-    cluster.stabilize();
+    let second = propose(&mut cluster, b"second");
     for &id in &followers {
         assert_eq!(
             commit_of(&cluster, id),
