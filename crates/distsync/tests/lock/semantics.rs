@@ -265,17 +265,7 @@ async fn a_held_back_acquire_with_nothing_to_ride_on_is_proposed_when_its_window
                 .await
         })
     };
-    loop {
-        let state = client.lock_state("window").await.unwrap();
-        if state.waiters.iter().any(|w| w.session_id == waiter_id) {
-            break;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(10),
-            "the held-back acquire was never proposed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_waiters(&client, "window", &[waiter_id]).await;
     // The leader cannot have held the acquire before it was sent, so its window cannot have
     // ended sooner than this after `sent`.
     assert!(
