@@ -4,8 +4,9 @@
 //!
 //! `coherence` checks what every reader sees across nodes (states, freshness, capacity
 //! pressure); `faults` kills a node under write-through; `input` feeds bad requests, bad RESP
-//! frames and a peer that vanishes mid-frame; `network` runs the nodes over proxies that drop,
-//! delay, reorder and partition their messages.
+//! frames and a peer that vanishes mid-frame; `resp` runs concurrent pipelined RESP clients;
+//! `network` runs the nodes over proxies that drop, delay, reorder and partition their
+//! messages.
 
 mod coherence;
 mod common;
@@ -18,4 +19,5 @@ mod network;
 mod ports;
 #[path = "../support/process.rs"]
 mod process;
+mod resp;
 mod scale;

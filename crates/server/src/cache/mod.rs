@@ -6,6 +6,7 @@
 //! `/v1/cache/{key}/coherence`, `/v1/stats`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
 mod backing;
+mod busy_poll;
 mod engine;
 mod key;
 mod membership;
@@ -15,6 +16,7 @@ mod resp;
 mod routes;
 
 pub use backing::BackingStore;
+pub use busy_poll::BusyPoll;
 pub use engine::{CacheEngine, CacheOp, EngineConfig, EngineError, PeerMessage};
 pub use key::{KEY_BYTES_MAX, validate_key};
 pub use membership::{

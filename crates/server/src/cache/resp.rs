@@ -9,6 +9,7 @@
 //! DEL and EXISTS count the keys that had a value by reading them first; with concurrent
 //! writers the count is a snapshot, the delete itself is exact.
 
+use super::busy_poll::BusyPoll;
 use super::engine::{CacheEngine, CacheOp, EngineError};
 use super::key::validate_key;
 use super::routes::stats_of;
@@ -186,10 +187,11 @@ fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
 }
 
 /// Accepts RESP connections until the task is aborted.
-pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>) {
+pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>, busy_poll: Arc<BusyPoll>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "RESP listener serving");
     }
+    tokio::spawn(Arc::clone(&busy_poll).run());
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -200,15 +202,20 @@ pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>) {
             }
         };
         let engine = Arc::clone(&engine);
+        let busy_poll = Arc::clone(&busy_poll);
         tokio::spawn(async move {
-            if let Err(failure) = serve_connection(stream, engine).await {
+            if let Err(failure) = serve_connection(stream, engine, busy_poll).await {
                 tracing::debug!(%remote, error = %failure, "RESP connection closed");
             }
         });
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    engine: Arc<CacheEngine>,
+    busy_poll: Arc<BusyPoll>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(16 * 1024);
@@ -239,6 +246,14 @@ async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> st
             }
         }
         if !out.is_empty() {
+            // Let every other connection that is ready be read and answered first, so this
+            // thread's replies go out back to back, as redis-server writes its replies after
+            // processing every ready client. A client woken by the first reply is still running
+            // when the next ones arrive, and those writes do not wake it again; written as each
+            // batch is answered, gaps of a batch's processing let it go back to sleep, and the
+            // wake-ups cost a third of the node's CPU per GET in a pipelined `redis-benchmark`
+            // (docs/performance/cache.md, "replies written together").
+            tokio::task::yield_now().await;
             stream.write_all(&out).await?;
             out.clear();
         }
@@ -248,6 +263,7 @@ async fn serve_connection(mut stream: TcpStream, engine: Arc<CacheEngine>) -> st
         if stream.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
+        busy_poll.on_request();
     }
 }
 
