@@ -20,6 +20,7 @@
 # usage: [CLIENT_THREADS=N] [PIPELINE=N] [CONNECTIONS=N] [BUSY_POLL_US=N] \
 #        scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
 set -euo pipefail
+shopt -s inherit_errexit
 bin=${1:-target/release/distsync}
 rounds=${2:-8}
 requests=${3:-200000}
@@ -30,6 +31,10 @@ client_threads=${CLIENT_THREADS:-1}
 pipeline=${PIPELINE:-1}
 connections=${CONNECTIONS:-50}
 busy_poll_us=${BUSY_POLL_US:-200}
+if ((busy_poll_us <= 0)); then
+    echo "BUSY_POLL_US must be positive (the other nodes are the ones without busy polling)" >&2
+    exit 2
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -78,13 +83,19 @@ benchmark() { # $1 = port; prints the redis-benchmark output, one line per repor
 get_per_s() { # $1 = port
     benchmark "$1" | awk '/requests per second/ {print int($2)}'
 }
-timed_pass() { # $1 = port: prints "GET/s p50_ms client_cpu_percent"
-    local TIMEFORMAT='%U %S %R'
+timed_pass() { # $1 = port: prints "GET/s p50_ms client_cpu_percent" (p50 "?" when not printed)
+    local TIMEFORMAT='%U %S %R' rate p50 busy
     { time benchmark "$1" >"$work/pass"; } 2>"$work/time"
-    printf '%s %s %s\n' \
-        "$(awk '/requests per second/ {print int($2)}' "$work/pass")" \
-        "$(sed -n 's/.*p50=\([0-9.]*\) msec.*/\1/p' "$work/pass" | tail -1)" \
-        "$(awk '{printf "%.0f", ($1 + $2) / $3 * 100}' "$work/time")"
+    rate=$(awk '/requests per second/ {print int($2)}' "$work/pass")
+    # redis-benchmark before 7 prints no percentiles with -q.
+    p50=$(sed -n 's/.*p50=\([0-9.]*\) msec.*/\1/p' "$work/pass" | tail -1)
+    busy=$(awk '{printf "%.0f", ($1 + $2) / $3 * 100}' "$work/time")
+    if [ -z "$rate" ] || [ -z "$busy" ]; then
+        echo "redis-benchmark on port $1 printed no result:" >&2
+        cat "$work/pass" >&2
+        exit 1
+    fi
+    printf '%s %s %s\n' "$rate" "${p50:-?}" "$busy"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -105,7 +116,8 @@ for round in $(seq 1 "$rounds"); do
     ((round % 2)) || order=$(seq "$redis" -1 0)
     declare -A rate=() p50=()
     for target in $order; do
-        read -r rate[$target] p50[$target] busy <<<"$(timed_pass "${ports[$target]}")"
+        pass=$(timed_pass "${ports[$target]}")
+        read -r "rate[$target]" "p50[$target]" busy <<<"$pass"
         client_busy+=("$busy")
     done
     line="round $round:"
@@ -132,10 +144,10 @@ if $syscalls; then
         perf stat -x, -e "$events" -p "${pids[$target]}" -o "$work/perf-$target" &
         perf_pid=$!
         sleep 0.2
-        rate=$(get_per_s "${ports[$target]}")
+        pass_rate=$(get_per_s "${ports[$target]}")
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
-        awk -F, -v name="${names[$target]}" -v n="$requests" -v rate="$rate" '
+        awk -F, -v name="${names[$target]}" -v n="$requests" -v rate="$pass_rate" '
             /sys_enter/ {sc = $1} /task-clock/ {cpu = $1} /context-switches/ {cs = $1}
             END {printf "%s: %d GET/s, %.2f syscalls, %.2f µs CPU, %.3f context switches per GET\n",
                  name, rate, sc / n, cpu * 1000 / n, cs / n}' "$work/perf-$target"

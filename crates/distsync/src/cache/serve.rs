@@ -313,12 +313,7 @@ fn spawn_resp_threads(
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            distsync_server::cache::serve_resp(
-                                listener,
-                                engine,
-                                distsync_server::cache::BusyPoll::new(busy_poll),
-                            )
-                            .await
+                            distsync_server::cache::serve_resp(listener, engine, busy_poll).await
                         }
                         Err(failure) => tracing::error!(error = %failure, "RESP listener unusable"),
                     }

@@ -3,19 +3,23 @@
 //!
 //! A client's write to a socket whose reader sleeps pays, in the client's own system call, for
 //! waking that reader (scheduler wake-up, often an inter-processor interrupt). When the thread
-//! serving the socket is already running, the write only queues the data. Under a steady
-//! request stream that is a few microseconds less CPU per request for the client, which is
-//! what limits throughput when clients and server share a machine; the price is one core kept
-//! busy while requests keep coming, and nothing once they stop for longer than the window.
+//! serving the socket is already running, the write only queues the data. With one request in
+//! flight at a time that halves a GET's latency (docs/performance/cache.md); the price is one
+//! core kept busy while requests keep coming, and nothing once they stop for longer than the
+//! window.
+//!
+//! One `BusyPoll` belongs to one current-thread runtime: its connections and its poller run on
+//! the same thread, so the poller's checks and a connection's `on_request` never interleave.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 /// Shared by a RESP thread's connections and its poller.
 #[derive(Debug)]
-pub struct BusyPoll {
+pub(crate) struct BusyPoll {
     window: Duration,
     epoch: Instant,
     /// Nanoseconds after `epoch` of the latest request.
@@ -25,9 +29,20 @@ pub struct BusyPoll {
     wake: Notify,
 }
 
+/// Stops the poller when the listener it polls for stops.
+pub(crate) struct PollerGuard(Option<AbortHandle>);
+
+impl Drop for PollerGuard {
+    fn drop(&mut self) {
+        if let Some(poller) = &self.0 {
+            poller.abort();
+        }
+    }
+}
+
 impl BusyPoll {
     /// Polls for `window` after each request; a zero window turns busy polling off.
-    pub fn new(window: Duration) -> Arc<Self> {
+    pub(crate) fn new(window: Duration) -> Arc<Self> {
         Arc::new(Self {
             window,
             epoch: Instant::now(),
@@ -46,7 +61,7 @@ impl BusyPoll {
     }
 
     /// A request arrived: keep polling for another window.
-    pub fn on_request(&self) {
+    pub(crate) fn on_request(&self) {
         if !self.enabled() {
             return;
         }
@@ -63,24 +78,26 @@ impl BusyPoll {
         )
     }
 
-    /// Runs on the RESP thread's runtime for as long as the thread serves. While requests keep
-    /// coming it yields in a loop, and every yield makes the current-thread scheduler poll its
-    /// sockets without blocking; once no request came for a window it sleeps until one does.
-    pub async fn run(self: Arc<Self>) {
+    /// Starts the poller on the current runtime, which must be a current-thread one: there,
+    /// every yield of the poller makes the scheduler poll its sockets without blocking, while
+    /// on a multi-thread runtime it would only keep a worker spinning.
+    pub(crate) fn spawn_poller(self: &Arc<Self>) -> PollerGuard {
         if !self.enabled() {
-            return;
+            return PollerGuard(None);
         }
+        let poller = tokio::spawn(Arc::clone(self).poll());
+        PollerGuard(Some(poller.abort_handle()))
+    }
+
+    /// While requests keep coming, yields in a loop; once none came for a window, sleeps until
+    /// one does.
+    async fn poll(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
             while self.quiet_for() < self.window {
                 tokio::task::yield_now().await;
             }
             self.idle.store(true, Ordering::Relaxed);
-            // A request that came between the last check and `idle` found the poller busy and
-            // did not wake it: look once more so it is not left waiting for the next one.
-            if self.quiet_for() < self.window && self.idle.swap(false, Ordering::Relaxed) {
-                self.wake.notify_one();
-            }
         }
     }
 }
@@ -89,40 +106,63 @@ impl BusyPoll {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_poller_sleeps_until_a_request_and_again_once_requests_stop() {
-        let busy = BusyPoll::new(Duration::from_millis(5));
-        let poller = tokio::spawn(Arc::clone(&busy).run());
-        tokio::task::yield_now().await;
-        assert!(busy.idle.load(Ordering::Relaxed), "no request yet");
+    const WINDOW: Duration = Duration::from_millis(5);
 
-        let started = Instant::now();
-        busy.on_request();
-        assert!(!busy.idle.load(Ordering::Relaxed));
+    /// Yields until the poller has gone idle; the time from `since` until then.
+    async fn until_idle(busy: &BusyPoll, since: Instant) -> Duration {
         // The poller yields rather than blocks, so this task keeps being scheduled while it
-        // polls, and sees it go idle once the window has passed without a request.
+        // polls.
         while !busy.idle.load(Ordering::Relaxed) {
             assert!(
-                started.elapsed() < Duration::from_secs(5),
+                since.elapsed() < Duration::from_secs(5),
                 "the poller never went idle"
             );
             tokio::task::yield_now().await;
         }
-        assert!(started.elapsed() >= Duration::from_millis(5));
-
-        busy.on_request();
-        assert!(
-            !busy.idle.load(Ordering::Relaxed),
-            "a new request wakes it again"
-        );
-        poller.abort();
+        since.elapsed()
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_zero_window_never_polls() {
+    async fn the_poller_polls_for_a_window_after_each_request_then_sleeps() {
+        let busy = BusyPoll::new(WINDOW);
+        let _poller = busy.spawn_poller();
+        tokio::task::yield_now().await;
+
+        for request in 0..2 {
+            let started = Instant::now();
+            busy.on_request();
+            assert!(!busy.idle.load(Ordering::Relaxed), "request {request}");
+            let polled = until_idle(&busy, started).await;
+            assert!(
+                polled >= WINDOW,
+                "request {request}: idle after {polled:?}, before the window ended"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_zero_window_starts_no_poller() {
         let busy = BusyPoll::new(Duration::ZERO);
+        let poller = busy.spawn_poller();
+        assert!(poller.0.is_none());
         busy.on_request();
-        Arc::clone(&busy).run().await;
-        assert_eq!(busy.last_request.load(Ordering::Relaxed), 0);
+        assert!(busy.idle.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_the_guard_stops_the_poller() {
+        let busy = BusyPoll::new(WINDOW);
+        let poller = busy.spawn_poller();
+        tokio::task::yield_now().await;
+        drop(poller);
+        // Once the aborted task is gone, the poller's reference to `busy` is dropped with it.
+        let started = Instant::now();
+        while Arc::strong_count(&busy) > 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the poller outlived its guard"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }

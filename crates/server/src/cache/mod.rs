@@ -16,7 +16,6 @@ mod resp;
 mod routes;
 
 pub use backing::BackingStore;
-pub use busy_poll::BusyPoll;
 pub use engine::{CacheEngine, CacheOp, EngineConfig, EngineError, PeerMessage};
 pub use key::{KEY_BYTES_MAX, validate_key};
 pub use membership::{

@@ -18,6 +18,7 @@ use distsync_cache::{CacheError, OpResult};
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -186,12 +187,16 @@ fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
     error(out, &format!("{prefix} {failure}"));
 }
 
-/// Accepts RESP connections until the task is aborted.
-pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>, busy_poll: Arc<BusyPoll>) {
+/// Accepts RESP connections until the task is aborted. Runs on a current-thread runtime of
+/// its own (one per `--resp-threads`): replies are held back to the end of the scheduler's
+/// round, and with a non-zero `busy_poll` window the thread keeps polling its sockets after a
+/// request (`busy_poll.rs`), both of which assume the thread serves only this listener.
+pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>, busy_poll: Duration) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "RESP listener serving");
     }
-    tokio::spawn(Arc::clone(&busy_poll).run());
+    let busy_poll = BusyPoll::new(busy_poll);
+    let _poller = busy_poll.spawn_poller();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -246,13 +251,16 @@ async fn serve_connection(
             }
         }
         if !out.is_empty() {
-            // Let every other connection that is ready be read and answered first, so this
-            // thread's replies go out back to back, as redis-server writes its replies after
-            // processing every ready client. A client woken by the first reply is still running
-            // when the next ones arrive, and those writes do not wake it again; written as each
-            // batch is answered, gaps of a batch's processing let it go back to sleep, and the
-            // wake-ups cost a third of the node's CPU per GET in a pipelined `redis-benchmark`
-            // (docs/performance/cache.md, "replies written together").
+            // Let the other connections the scheduler has ready in this round be read and
+            // answered first, so this thread's replies go out close together, as redis-server
+            // writes its replies after processing every ready client. A client woken by the
+            // first reply is still running when the next ones arrive, and those writes do not
+            // wake it again; written as each batch was answered, the client went back to sleep
+            // in between, and the wake-ups cost 30 % of the node's CPU in a pipelined
+            // `redis-benchmark` (docs/performance/cache.md, "2026-12-04 night"). The price: a
+            // reply waits for the round's other connections (a round runs at most tokio's
+            // event interval of tasks), and a lone connection pays one non-blocking poll of the
+            // sockets per reply.
             tokio::task::yield_now().await;
             stream.write_all(&out).await?;
             out.clear();
