@@ -109,12 +109,12 @@ for port in "${ports[@]}"; do
 done
 
 redis=$((${#ports[@]} - 1))
-declare -A ratios=()
+ratios=()
 client_busy=()
 for round in $(seq 1 "$rounds"); do
     order=$(seq 0 "$redis")
     ((round % 2)) || order=$(seq "$redis" -1 0)
-    declare -A rate=() p50=()
+    rate=() p50=()
     for target in $order; do
         pass=$(timed_pass "${ports[$target]}")
         read -r "rate[$target]" "p50[$target]" busy <<<"$pass"

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 
 /// Shared by a RESP thread's connections and its poller.
 #[derive(Debug)]
@@ -27,17 +26,6 @@ pub(crate) struct BusyPoll {
     /// The poller sleeps and must be woken by the next request.
     idle: AtomicBool,
     wake: Notify,
-}
-
-/// Stops the poller when the listener it polls for stops.
-pub(crate) struct PollerGuard(Option<AbortHandle>);
-
-impl Drop for PollerGuard {
-    fn drop(&mut self) {
-        if let Some(poller) = &self.0 {
-            poller.abort();
-        }
-    }
 }
 
 impl BusyPoll {
@@ -78,20 +66,14 @@ impl BusyPoll {
         )
     }
 
-    /// Starts the poller on the current runtime, which must be a current-thread one: there,
-    /// every yield of the poller makes the scheduler poll its sockets without blocking, while
-    /// on a multi-thread runtime it would only keep a worker spinning.
-    pub(crate) fn spawn_poller(self: &Arc<Self>) -> PollerGuard {
+    /// The poller, for a current-thread runtime: while requests keep coming it yields in a
+    /// loop, and there every yield makes the scheduler poll its sockets without blocking (on a
+    /// multi-thread runtime it would only keep a worker spinning); once no request came for a
+    /// window, it sleeps until one does. Returns at once when busy polling is off.
+    pub(crate) async fn run(self: Arc<Self>) {
         if !self.enabled() {
-            return PollerGuard(None);
+            return;
         }
-        let poller = tokio::spawn(Arc::clone(self).poll());
-        PollerGuard(Some(poller.abort_handle()))
-    }
-
-    /// While requests keep coming, yields in a loop; once none came for a window, sleeps until
-    /// one does.
-    async fn poll(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
             while self.quiet_for() < self.window {
@@ -125,7 +107,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_poller_polls_for_a_window_after_each_request_then_sleeps() {
         let busy = BusyPoll::new(WINDOW);
-        let _poller = busy.spawn_poller();
+        let poller = tokio::spawn(Arc::clone(&busy).run());
         tokio::task::yield_now().await;
 
         for request in 0..2 {
@@ -138,31 +120,15 @@ mod tests {
                 "request {request}: idle after {polled:?}, before the window ended"
             );
         }
+        poller.abort();
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_zero_window_starts_no_poller() {
+    async fn a_zero_window_never_polls() {
         let busy = BusyPoll::new(Duration::ZERO);
-        let poller = busy.spawn_poller();
-        assert!(poller.0.is_none());
         busy.on_request();
         assert!(busy.idle.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn dropping_the_guard_stops_the_poller() {
-        let busy = BusyPoll::new(WINDOW);
-        let poller = busy.spawn_poller();
-        tokio::task::yield_now().await;
-        drop(poller);
-        // Once the aborted task is gone, the poller's reference to `busy` is dropped with it.
-        let started = Instant::now();
-        while Arc::strong_count(&busy) > 1 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the poller outlived its guard"
-            );
-            tokio::task::yield_now().await;
-        }
+        // Returns instead of looping: the caller awaits it beside its accept loop.
+        Arc::clone(&busy).run().await;
     }
 }

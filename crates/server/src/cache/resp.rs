@@ -196,13 +196,24 @@ pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>, busy_po
         tracing::info!(%addr, "RESP listener serving");
     }
     let busy_poll = BusyPoll::new(busy_poll);
-    let _poller = busy_poll.spawn_poller();
+    // The poller runs inside this task, so it stops when the listener does.
+    tokio::join!(
+        accept_connections(listener, engine, Arc::clone(&busy_poll)),
+        busy_poll.run()
+    );
+}
+
+async fn accept_connections(
+    listener: TcpListener,
+    engine: Arc<CacheEngine>,
+    busy_poll: Arc<BusyPoll>,
+) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(failure) => {
                 tracing::warn!(error = %failure, "RESP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
