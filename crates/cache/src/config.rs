@@ -42,6 +42,9 @@ pub struct CacheConfig {
     pub eviction_policy: EvictionPolicy,
     /// Bounds of the local store.
     pub store_limits: StoreLimits,
+    /// Seed of the local store's index hash ([`crate::LineStore::with_hash_seed`]): fixed in
+    /// simulations, so that runs repeat; random in a server, whose keys come from clients.
+    pub store_hash_seed: u64,
     /// When writes are acknowledged.
     pub write_policy: WritePolicy,
     /// Largest value accepted by `write`.
@@ -78,6 +81,7 @@ impl Default for CacheConfig {
         Self {
             eviction_policy: EvictionPolicy::Lru,
             store_limits: StoreLimits::entries(1024),
+            store_hash_seed: 0,
             write_policy: WritePolicy::WriteBack,
             value_bytes_max: 1 << 20,
             pending_transactions_max: 1024,

@@ -42,7 +42,7 @@
 //!
 //! // One node that is also the home of every key; the backing store is a map.
 //! let id = NodeId(1);
-//! let mut node = CacheNode::new(id, CacheConfig::default(), |_: &Bytes| NodeId(1), vec![id])?;
+//! let mut node = CacheNode::new(id, CacheConfig::default(), |_: &[u8]| NodeId(1), vec![id])?;
 //! let mut home = Directory::new(id, CacheConfig::default())?;
 //! let mut backing: BTreeMap<Bytes, LineData> = BTreeMap::new();
 //!
@@ -98,7 +98,7 @@ pub use protocol::{
     BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Completion,
     HeldLine, OpResult, OpStep, Outbound,
 };
-pub use store::{Evicted, EvictionPolicy, LineStore, StoreLimits};
+pub use store::{Evicted, EvictionPolicy, LineKey, LineStore, StoreLimits};
 pub use types::{
     BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Version,
 };

@@ -27,7 +27,7 @@ use crate::config::{CacheConfig, WritePolicy};
 use crate::error::CacheError;
 use crate::line::{Line, LineState};
 use crate::protocol::{CoherenceMessage, Completion, HeldLine, OpResult, OpStep, Outbound};
-use crate::store::{Evicted, LineStore};
+use crate::store::{LineKey, LineStore};
 use crate::types::{DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Version};
 
 /// Chooses the home node of a key. Implemented for closures; the server uses the consistent-hash
@@ -35,7 +35,7 @@ use crate::types::{DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Vers
 pub trait HomeSelector {
     /// The home of `key` among the current members. Must be the same on every node that has
     /// the same members.
-    fn home_of(&self, key: &Key) -> NodeId;
+    fn home_of(&self, key: &[u8]) -> NodeId;
 
     /// The membership changed: a selector that depends on it (a ring) rebuilds itself from
     /// `members` alone, so that every node computes the same homes for the same view. The
@@ -45,8 +45,8 @@ pub trait HomeSelector {
     }
 }
 
-impl<F: Fn(&Key) -> NodeId> HomeSelector for F {
-    fn home_of(&self, key: &Key) -> NodeId {
+impl<F: Fn(&[u8]) -> NodeId> HomeSelector for F {
+    fn home_of(&self, key: &[u8]) -> NodeId {
         self(key)
     }
 }
@@ -115,7 +115,7 @@ pub struct CacheNode<H> {
     /// Members that have not yet acknowledged this node's `Holdings` for the current epoch, and
     /// the tick they were last sent.
     holdings_unacked: BTreeMap<NodeId, u64>,
-    store: LineStore<Key, Line>,
+    store: LineStore<LineKey, Line>,
     txns: BTreeMap<Key, PendingTxn>,
     write_backs: BTreeMap<Key, PendingWriteBack>,
     /// Per home: the send tick of the newest answered request or heartbeat.
@@ -148,7 +148,11 @@ impl<H: HomeSelector> CacheNode<H> {
         peers: Vec<NodeId>,
     ) -> Result<Self, CacheError> {
         config.validate()?;
-        let store = LineStore::new(config.eviction_policy, config.store_limits)?;
+        let store = LineStore::with_hash_seed(
+            config.eviction_policy,
+            config.store_limits,
+            config.store_hash_seed,
+        )?;
         Ok(Self {
             id,
             config,
@@ -176,14 +180,14 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// The local store (lines in M, E or S).
-    pub fn store(&self) -> &LineStore<Key, Line> {
+    pub fn store(&self) -> &LineStore<LineKey, Line> {
         &self.store
     }
 
     /// The state of this node's copy of `key` (Invalid when absent).
     pub fn state_of(&self, key: &Key) -> LineState {
         self.store
-            .peek(key)
+            .peek(&key[..])
             .map_or(LineState::Invalid, |line| line.state)
     }
 
@@ -198,7 +202,7 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// The home of `key` in the current view.
-    pub fn home_of(&self, key: &Key) -> NodeId {
+    pub fn home_of(&self, key: &[u8]) -> NodeId {
         self.homes.home_of(key)
     }
 
@@ -232,9 +236,9 @@ impl<H: HomeSelector> CacheNode<H> {
         let in_view = self.members.contains(&self.id);
         if !in_view {
             // Declared dead: whatever this node holds may already be reclaimed.
-            let keys: Vec<Key> = self.store.iter().map(|(key, _)| key.clone()).collect();
+            let keys: Vec<Key> = self.store.iter().map(|(key, _)| key.to_key()).collect();
             for key in keys {
-                self.store.remove(&key);
+                self.store.remove(&key[..]);
             }
             self.fetch_answers.clear();
         }
@@ -290,7 +294,7 @@ impl<H: HomeSelector> CacheNode<H> {
         for (key, line) in self.store.iter() {
             if self.homes.home_of(key) == home {
                 lines.push(HeldLine {
-                    key: key.clone(),
+                    key: key.to_key(),
                     state: line.state,
                     grant: line.grant,
                     data: line.data.clone(),
@@ -346,7 +350,7 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// Whether the lease covering `key` is valid now (the node would serve a hit).
-    pub fn lease_valid_for(&self, key: &Key) -> bool {
+    pub fn lease_valid_for(&self, key: &[u8]) -> bool {
         self.lease_valid(self.homes.home_of(key))
     }
 
@@ -411,6 +415,12 @@ impl<H: HomeSelector> CacheNode<H> {
     /// This is the shell's hot path: one store lookup and one lease check, no operation id and
     /// no outbound vector, so a hit holds the node for as short a time as possible.
     pub fn read_hit(&mut self, key: &Key) -> Option<LineData> {
+        self.read_hit_with(key, LineData::clone)
+    }
+
+    /// [`CacheNode::read_hit`] that hands the data to `serve` in place instead of cloning it:
+    /// a caller that copies the value out (into a reply) takes no reference on it.
+    pub fn read_hit_with<R>(&mut self, key: &Key, serve: impl FnOnce(&LineData) -> R) -> Option<R> {
         // A key in a transaction has no line (see `start_txn`), so a held line means no
         // transaction; the check stays because serving past a queued write would reorder them.
         if !self.txns.is_empty() && self.txns.contains_key(key) {
@@ -421,7 +431,7 @@ impl<H: HomeSelector> CacheNode<H> {
         if !self.lease_valid(self.homes.home_of(key)) {
             return None;
         }
-        self.store.get(key).map(|line| line.data.clone())
+        self.store.get(&key[..]).map(|line| serve(&line.data))
     }
 
     /// Writes `value` under `key`: silent on M/E, an `Upgrade` from S, `GetModified` from I.
@@ -486,11 +496,14 @@ impl<H: HomeSelector> CacheNode<H> {
     pub fn flush(&mut self) -> OpStep {
         let op = self.new_op();
         let mut out = Vec::new();
-        let mut keys: Vec<Key> = self.store.iter().map(|(key, _)| key.clone()).collect();
+        let mut keys: Vec<Key> = self.store.iter().map(|(key, _)| key.to_key()).collect();
         keys.sort();
         for key in keys {
-            let line = self.store.remove(&key).expect("key listed from the store");
-            self.on_eviction(Evicted { key, value: line }, &mut out);
+            let line = self
+                .store
+                .remove(&key[..])
+                .expect("key listed from the store");
+            self.on_eviction(key, line, &mut out);
         }
         if self.flush_done() {
             OpStep::Done {
@@ -520,7 +533,7 @@ impl<H: HomeSelector> CacheNode<H> {
                 });
             }
         } else {
-            let needs_txn = match (self.store.peek(&key).map(|line| line.state), &kind) {
+            let needs_txn = match (self.store.peek(&key[..]).map(|line| line.state), &kind) {
                 (None, OpKind::Evict) => false,
                 (None, _) => true,
                 (Some(LineState::Shared), OpKind::Write(_)) => true,
@@ -528,7 +541,7 @@ impl<H: HomeSelector> CacheNode<H> {
             };
             // An operation that would wait for a lease renewal counts against the same bound.
             let waits_for_lease = kind != OpKind::Evict
-                && self.store.contains(&key)
+                && self.store.contains(&key[..])
                 && !self.lease_valid(self.homes.home_of(&key));
             let pending = self.txns.len() + self.load().lease_blocked;
             if (needs_txn || waits_for_lease) && pending >= self.config.pending_transactions_max {
@@ -562,7 +575,7 @@ impl<H: HomeSelector> CacheNode<H> {
             return None;
         }
         let home = self.homes.home_of(&key);
-        let Some(state) = self.store.peek(&key).map(|line| line.state) else {
+        let Some(state) = self.store.peek(&key[..]).map(|line| line.state) else {
             return match queued.kind {
                 OpKind::Evict => Some(OpResult::Evicted),
                 OpKind::Read => {
@@ -576,14 +589,8 @@ impl<H: HomeSelector> CacheNode<H> {
             };
         };
         if queued.kind == OpKind::Evict {
-            let line = self.store.remove(&key).expect("line checked above");
-            self.on_eviction(
-                Evicted {
-                    key: key.clone(),
-                    value: line,
-                },
-                out,
-            );
+            let line = self.store.remove(&key[..]).expect("line checked above");
+            self.on_eviction(key.clone(), line, out);
             if let Some(txn) = self.txns.get_mut(&key) {
                 txn.queued.push_back(queued);
                 return None;
@@ -600,17 +607,17 @@ impl<H: HomeSelector> CacheNode<H> {
         }
         match queued.kind.clone() {
             OpKind::Read => {
-                let line = self.store.get(&key).expect("line checked above");
+                let line = self.store.get(&key[..]).expect("line checked above");
                 Some(OpResult::Read(line.data.clone()))
             }
             OpKind::Write(_) if state == LineState::Shared => {
-                self.store.remove(&key);
+                self.store.remove(&key[..]);
                 self.start_txn(key, TxnKind::Upgrade, Some(queued), out);
                 None
             }
             OpKind::Write(value) => {
                 // peek, then insert: the write counts as one use and re-sizes the entry.
-                let line = self.store.peek_mut(&key).expect("line checked above");
+                let line = self.store.peek_mut(&key[..]).expect("line checked above");
                 assert!(
                     line.state.is_owned(),
                     "only an M/E line is written in place"
@@ -626,10 +633,10 @@ impl<H: HomeSelector> CacheNode<H> {
                 let line = line.clone();
                 let evicted = self
                     .store
-                    .insert(key.clone(), line, size_bytes)
+                    .insert(LineKey::from(key.clone()), line, size_bytes)
                     .expect("value size was checked against value_bytes_max <= bytes_max");
                 for victim in evicted {
-                    self.on_eviction(victim, out);
+                    self.on_eviction(victim.key.into(), victim.value, out);
                 }
                 match self.config.write_policy {
                     WritePolicy::WriteBack => Some(OpResult::Written(data.version)),
@@ -673,7 +680,7 @@ impl<H: HomeSelector> CacheNode<H> {
             "node invariant: one transaction per key"
         );
         assert!(
-            !self.store.contains(&key),
+            !self.store.contains(&key[..]),
             "node invariant: a key in transaction has no line in the store"
         );
         self.next_txn += 1;
@@ -709,8 +716,7 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// A line left the store (capacity, explicit evict or flush): write back or notify.
-    fn on_eviction(&mut self, victim: Evicted<Key, Line>, out: &mut Vec<Outbound>) {
-        let Evicted { key, value: line } = victim;
+    fn on_eviction(&mut self, key: Key, line: Line, out: &mut Vec<Outbound>) {
         let home = self.homes.home_of(&key);
         let skip_write_back = self.config.injected_bugs.skip_write_back_on_eviction;
         if line.state == LineState::Modified && line.dirty && !skip_write_back {
@@ -754,8 +760,12 @@ impl<H: HomeSelector> CacheNode<H> {
             } => self.on_grant(from, key, txn, seq, state, data, &mut out),
             CoherenceMessage::Invalidate { key, seq } => {
                 self.forget_fetch_answer_before(&key, seq);
-                if self.store.peek(&key).is_some_and(|line| line.grant < seq) {
-                    let line = self.store.remove(&key).expect("line checked above");
+                if self
+                    .store
+                    .peek(&key[..])
+                    .is_some_and(|line| line.grant < seq)
+                {
+                    let line = self.store.remove(&key[..]).expect("line checked above");
                     assert!(
                         line.state == LineState::Shared,
                         "protocol invariant: Invalidate reaches only Shared copies, {key:?} is {}",
@@ -803,7 +813,7 @@ impl<H: HomeSelector> CacheNode<H> {
                         self.write_backs.remove(&key);
                     }
                 }
-                if let Some(line) = self.store.peek_mut(&key)
+                if let Some(line) = self.store.peek_mut(&key[..])
                     && line.data.version <= version
                 {
                     line.dirty = false;
@@ -878,10 +888,10 @@ impl<H: HomeSelector> CacheNode<H> {
         };
         let evicted = self
             .store
-            .insert(key.clone(), line, size_bytes)
+            .insert(LineKey::from(key.clone()), line, size_bytes)
             .expect("granted values were written under value_bytes_max <= bytes_max");
         for victim in evicted {
-            self.on_eviction(victim, out);
+            self.on_eviction(victim.key.into(), victim.value, out);
         }
         self.drain(key, pending.queued, false, out);
     }
@@ -903,8 +913,12 @@ impl<H: HomeSelector> CacheNode<H> {
             // A duplicate of a Fetch already answered: the same data, still marked dirty so
             // that the home writes it back whichever copy of the answer it takes.
             (Some(data.clone()), true)
-        } else if self.store.peek(&key).is_some_and(|line| line.grant < seq) {
-            let line = self.store.peek_mut(&key).expect("line checked above");
+        } else if self
+            .store
+            .peek(&key[..])
+            .is_some_and(|line| line.grant < seq)
+        {
+            let line = self.store.peek_mut(&key[..]).expect("line checked above");
             assert!(
                 line.state.is_owned(),
                 "protocol invariant: Fetch reaches only the owner, {key:?} is {}",
@@ -916,7 +930,7 @@ impl<H: HomeSelector> CacheNode<H> {
                 line.dirty = false;
                 line.grant = seq;
             } else {
-                self.store.remove(&key);
+                self.store.remove(&key[..]);
             }
             answer
         } else if let Some(PendingTxn {
@@ -955,12 +969,15 @@ impl<H: HomeSelector> CacheNode<H> {
                 .filter(|(key, line)| {
                     line.state == LineState::Shared && self.homes.home_of(key) == home
                 })
-                .map(|(key, _)| key.clone())
+                .map(|(key, _)| key.to_key())
                 .collect();
             keys.sort();
             for key in keys {
-                let line = self.store.remove(&key).expect("key listed from the store");
-                self.on_eviction(Evicted { key, value: line }, out);
+                let line = self
+                    .store
+                    .remove(&key[..])
+                    .expect("key listed from the store");
+                self.on_eviction(key, line, out);
             }
         }
         let start = self.lease_start_tick.entry(home).or_insert(start_tick);

@@ -176,7 +176,7 @@ fn a_node_has_a_quorum_only_while_a_majority_of_its_view_confirms_its_lease() {
     // view never has one.
     let config = lease_config();
     let members: Vec<NodeId> = [1, 2, 3].map(NodeId).to_vec();
-    let home = |_: &Key| NodeId(2);
+    let home = |_: &[u8]| NodeId(2);
     let mut node = CacheNode::new(NodeId(1), config.clone(), home, members.clone()).unwrap();
     node.set_members(1, members);
     assert!(!node.has_quorum(), "nobody answered yet: 1 of 3");

@@ -53,6 +53,6 @@ fn oversized_value_and_invalid_config_are_typed_errors() {
         heartbeat_interval_ticks: 6,
         ..CacheConfig::default()
     };
-    let result = CacheNode::new(NodeId(1), bad, |_: &Key| NodeId(1), vec![NodeId(1)]);
+    let result = CacheNode::new(NodeId(1), bad, |_: &[u8]| NodeId(1), vec![NodeId(1)]);
     assert!(matches!(result, Err(CacheError::InvalidConfig(_))));
 }

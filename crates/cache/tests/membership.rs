@@ -20,7 +20,7 @@ struct PreferenceHomes {
 }
 
 impl HomeSelector for PreferenceHomes {
-    fn home_of(&self, _: &Key) -> NodeId {
+    fn home_of(&self, _: &[u8]) -> NodeId {
         *self
             .preference
             .iter()

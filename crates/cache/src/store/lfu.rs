@@ -5,38 +5,50 @@
 //! entries the victim is the **least recently used** one. An entry's frequency starts at 1 when it
 //! is inserted and grows by one on every access (`get` hit or `put` over an existing key);
 //! removing an entry forgets its frequency.
+//!
+//! Like the LRU order, the nodes are indexed by the store's handles and hold no key.
 
-/// Sentinel for "no node" / "no bucket".
+use super::Handle;
+
+/// Sentinel for "no bucket".
 const NIL: usize = usize::MAX;
+/// Sentinel for "no node".
+const NO_NODE: Handle = Handle::MAX;
 
-#[derive(Debug)]
-struct Node<K> {
-    key: K,
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    /// `NIL` while the handle holds no entry.
     bucket: usize,
     /// Towards the more recently used entry of the same bucket.
-    prev: usize,
+    prev: Handle,
     /// Towards the less recently used entry of the same bucket.
-    next: usize,
+    next: Handle,
 }
+
+const UNUSED: Node = Node {
+    bucket: NIL,
+    prev: NO_NODE,
+    next: NO_NODE,
+};
 
 #[derive(Debug)]
 struct Bucket {
     frequency: u64,
     /// Most recently used entry of this bucket.
-    head: usize,
+    head: Handle,
     /// Least recently used entry of this bucket.
-    tail: usize,
+    tail: Handle,
     /// Bucket with the next lower frequency.
     lower: usize,
     /// Bucket with the next higher frequency.
     higher: usize,
 }
 
-/// Frequency order over keys; the victim is the least recently used of the least frequent keys.
+/// Frequency order over the store's handles; the victim is the least recently used of the
+/// least frequent entries.
 #[derive(Debug)]
-pub(crate) struct LfuOrder<K> {
-    nodes: Vec<Option<Node<K>>>,
-    free_nodes: Vec<usize>,
+pub(crate) struct LfuOrder {
+    nodes: Vec<Node>,
     buckets: Vec<Option<Bucket>>,
     free_buckets: Vec<usize>,
     /// Bucket with the lowest frequency.
@@ -44,11 +56,10 @@ pub(crate) struct LfuOrder<K> {
     len: usize,
 }
 
-impl<K> LfuOrder<K> {
+impl LfuOrder {
     pub(crate) fn new() -> Self {
         Self {
             nodes: Vec::new(),
-            free_nodes: Vec::new(),
             buckets: Vec::new(),
             free_buckets: Vec::new(),
             lowest: NIL,
@@ -56,16 +67,17 @@ impl<K> LfuOrder<K> {
         }
     }
 
-    fn node(&self, handle: usize) -> &Node<K> {
-        self.nodes[handle]
-            .as_ref()
-            .expect("LFU handle refers to a live node: the store keeps handles in step")
+    fn node(&self, handle: Handle) -> &Node {
+        let node = &self.nodes[handle as usize];
+        debug_assert!(
+            node.bucket != NIL,
+            "LFU handle refers to a live node: the store keeps handles in step"
+        );
+        node
     }
 
-    fn node_mut(&mut self, handle: usize) -> &mut Node<K> {
-        self.nodes[handle]
-            .as_mut()
-            .expect("LFU handle refers to a live node: the store keeps handles in step")
+    fn node_mut(&mut self, handle: Handle) -> &mut Node {
+        &mut self.nodes[handle as usize]
     }
 
     fn bucket(&self, index: usize) -> &Bucket {
@@ -89,8 +101,8 @@ impl<K> LfuOrder<K> {
         };
         let bucket = Bucket {
             frequency,
-            head: NIL,
-            tail: NIL,
+            head: NO_NODE,
+            tail: NO_NODE,
             lower,
             higher,
         };
@@ -118,7 +130,7 @@ impl<K> LfuOrder<K> {
     fn drop_bucket_if_empty(&mut self, index: usize) {
         let (empty, lower, higher) = {
             let bucket = self.bucket(index);
-            (bucket.head == NIL, bucket.lower, bucket.higher)
+            (bucket.head == NO_NODE, bucket.lower, bucket.higher)
         };
         if !empty {
             return;
@@ -135,32 +147,28 @@ impl<K> LfuOrder<K> {
         self.free_buckets.push(index);
     }
 
-    fn unlink(&mut self, handle: usize) {
-        let (bucket, prev, next) = {
-            let node = self.node(handle);
-            (node.bucket, node.prev, node.next)
-        };
-        if prev == NIL {
+    fn unlink(&mut self, handle: Handle) {
+        let Node { bucket, prev, next } = *self.node(handle);
+        if prev == NO_NODE {
             self.bucket_mut(bucket).head = next;
         } else {
             self.node_mut(prev).next = next;
         }
-        if next == NIL {
+        if next == NO_NODE {
             self.bucket_mut(bucket).tail = prev;
         } else {
             self.node_mut(next).prev = prev;
         }
     }
 
-    fn link_front(&mut self, handle: usize, bucket: usize) {
+    fn link_front(&mut self, handle: Handle, bucket: usize) {
         let old_head = self.bucket(bucket).head;
-        {
-            let node = self.node_mut(handle);
-            node.bucket = bucket;
-            node.prev = NIL;
-            node.next = old_head;
-        }
-        if old_head == NIL {
+        *self.node_mut(handle) = Node {
+            bucket,
+            prev: NO_NODE,
+            next: old_head,
+        };
+        if old_head == NO_NODE {
             self.bucket_mut(bucket).tail = handle;
         } else {
             self.node_mut(old_head).prev = handle;
@@ -168,24 +176,12 @@ impl<K> LfuOrder<K> {
         self.bucket_mut(bucket).head = handle;
     }
 
-    /// Inserts `key` with frequency 1 as the most recent entry of that frequency.
-    pub(crate) fn insert(&mut self, key: K) -> usize {
-        let node = Node {
-            key,
-            bucket: NIL,
-            prev: NIL,
-            next: NIL,
-        };
-        let handle = match self.free_nodes.pop() {
-            Some(handle) => {
-                self.nodes[handle] = Some(node);
-                handle
-            }
-            None => {
-                self.nodes.push(Some(node));
-                self.nodes.len() - 1
-            }
-        };
+    /// Adds the (new) entry `handle` with frequency 1, as the most recent entry of that frequency.
+    pub(crate) fn insert(&mut self, handle: Handle) {
+        let index = handle as usize;
+        if index >= self.nodes.len() {
+            self.nodes.resize(index + 1, UNUSED);
+        }
         let bucket = if self.lowest != NIL && self.bucket(self.lowest).frequency == 1 {
             self.lowest
         } else {
@@ -193,11 +189,10 @@ impl<K> LfuOrder<K> {
         };
         self.link_front(handle, bucket);
         self.len += 1;
-        handle
     }
 
     /// Counts one more access: the entry moves to the next frequency, as its most recent entry.
-    pub(crate) fn touch(&mut self, handle: usize) {
+    pub(crate) fn touch(&mut self, handle: Handle) {
         let from = self.node(handle).bucket;
         let frequency = self.bucket(from).frequency + 1;
         let higher = self.bucket(from).higher;
@@ -211,36 +206,30 @@ impl<K> LfuOrder<K> {
         self.drop_bucket_if_empty(from);
     }
 
-    /// Removes the entry and returns its key.
-    pub(crate) fn remove(&mut self, handle: usize) -> K {
+    /// Forgets the entry (and its frequency).
+    pub(crate) fn remove(&mut self, handle: Handle) {
         let bucket = self.node(handle).bucket;
         self.unlink(handle);
         self.drop_bucket_if_empty(bucket);
-        let node = self.nodes[handle]
-            .take()
-            .expect("LFU handle refers to a live node: the store keeps handles in step");
-        self.free_nodes.push(handle);
+        *self.node_mut(handle) = UNUSED;
         self.len -= 1;
-        node.key
     }
 
     /// The least recently used entry among the least frequently used ones.
-    pub(crate) fn victim(&self) -> Option<usize> {
+    pub(crate) fn victim(&self) -> Option<Handle> {
         if self.lowest == NIL {
             return None;
         }
         let tail = self.bucket(self.lowest).tail;
-        assert!(tail != NIL, "LFU invariant: a live bucket is never empty");
+        assert!(
+            tail != NO_NODE,
+            "LFU invariant: a live bucket is never empty"
+        );
         Some(tail)
     }
 
-    /// The key stored under `handle`.
-    pub(crate) fn key(&self, handle: usize) -> &K {
-        &self.node(handle).key
-    }
-
     /// The access count of the entry.
-    pub(crate) fn frequency(&self, handle: usize) -> u64 {
+    pub(crate) fn frequency(&self, handle: Handle) -> u64 {
         self.bucket(self.node(handle).bucket).frequency
     }
 

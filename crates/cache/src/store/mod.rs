@@ -3,15 +3,20 @@
 //! The store knows nothing about coherence: it holds values under keys, counts entries and bytes,
 //! and hands back the victims it evicts so that the owner (a [`crate::CacheNode`]) can write a
 //! Modified line back before the data is gone. Every operation is O(1) (hash map + intrusive
-//! lists over slabs); the map uses a fixed hasher so that runs are reproducible.
+//! lists over slabs).
 
+mod key;
 mod lfu;
 mod lru;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 
 use crate::error::CacheError;
+pub use key::LineKey;
 use lfu::LfuOrder;
 use lru::LruOrder;
 
@@ -62,73 +67,45 @@ pub struct Evicted<K, V> {
     pub value: V,
 }
 
-/// FNV-1a: a fixed, seedless hasher, so that nothing depends on `RandomState`.
-#[derive(Clone, Copy, Debug)]
-pub struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        FnvHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
+/// A store's slot number: what the replacement orders link. 32 bits keep their links dense.
+type Handle = u32;
 
 #[derive(Debug)]
-struct Slot<V> {
+struct Slot<K, V> {
+    key: K,
     value: V,
     size_bytes: usize,
-    handle: usize,
 }
 
 #[derive(Debug)]
-enum Order<K> {
-    Lru(LruOrder<K>),
-    Lfu(LfuOrder<K>),
+enum Order {
+    Lru(LruOrder),
+    Lfu(LfuOrder),
 }
 
-impl<K> Order<K> {
-    fn insert(&mut self, key: K) -> usize {
+impl Order {
+    fn insert(&mut self, handle: Handle) {
         match self {
-            Order::Lru(order) => order.insert(key),
-            Order::Lfu(order) => order.insert(key),
+            Order::Lru(order) => order.insert(handle),
+            Order::Lfu(order) => order.insert(handle),
         }
     }
-    fn touch(&mut self, handle: usize) {
+    fn touch(&mut self, handle: Handle) {
         match self {
             Order::Lru(order) => order.touch(handle),
             Order::Lfu(order) => order.touch(handle),
         }
     }
-    fn remove(&mut self, handle: usize) -> K {
+    fn remove(&mut self, handle: Handle) {
         match self {
             Order::Lru(order) => order.remove(handle),
             Order::Lfu(order) => order.remove(handle),
         }
     }
-    fn victim(&self) -> Option<usize> {
+    fn victim(&self) -> Option<Handle> {
         match self {
             Order::Lru(order) => order.victim(),
             Order::Lfu(order) => order.victim(),
-        }
-    }
-    fn key(&self, handle: usize) -> &K {
-        match self {
-            Order::Lru(order) => order.key(handle),
-            Order::Lfu(order) => order.key(handle),
         }
     }
     fn len(&self) -> usize {
@@ -144,21 +121,42 @@ impl<K> Order<K> {
 /// `get`/`get_mut`/`insert` count as uses for the replacement policy; `peek`/`peek_mut` do not.
 /// Eviction happens *before* an insert that would exceed a bound, so a new entry never evicts
 /// itself, and the victims are returned to the caller.
+///
+/// Layout, for the hit path (`get`), which touches as few cache lines as it can: an index of
+/// 32-bit slot numbers (a `HashTable`, so each key is stored once, in its slot), a slab of
+/// slots (key, value, size), and the replacement order's links in an array of their own.
 #[derive(Debug)]
 pub struct LineStore<K, V> {
     policy: EvictionPolicy,
     limits: StoreLimits,
-    map: FnvMap<K, Slot<V>>,
-    order: Order<K>,
+    hasher: FixedState,
+    index: HashTable<Handle>,
+    slots: Vec<Option<Slot<K, V>>>,
+    free: Vec<Handle>,
+    order: Order,
     bytes: usize,
 }
 
-impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
-    /// An empty store.
+impl<K: Hash + Eq, V> LineStore<K, V> {
+    /// An empty store whose index hashes with a fixed seed, so that runs are reproducible.
     ///
     /// # Errors
     /// [`CacheError::InvalidConfig`] when neither bound is set or a bound is zero.
     pub fn new(policy: EvictionPolicy, limits: StoreLimits) -> Result<Self, CacheError> {
+        Self::with_hash_seed(policy, limits, 0)
+    }
+
+    /// An empty store whose index hashes with `hash_seed`. A server picks it at random: the
+    /// keys come from clients, and with a seed they cannot know they cannot choose keys that
+    /// collide into one long probe sequence.
+    ///
+    /// # Errors
+    /// As [`LineStore::new`].
+    pub fn with_hash_seed(
+        policy: EvictionPolicy,
+        limits: StoreLimits,
+        hash_seed: u64,
+    ) -> Result<Self, CacheError> {
         if limits.entries_max.is_none() && limits.bytes_max.is_none() {
             return Err(CacheError::InvalidConfig(
                 "a line store needs entries_max or bytes_max".into(),
@@ -176,7 +174,10 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
         Ok(Self {
             policy,
             limits,
-            map: FnvMap::default(),
+            hasher: FixedState::with_seed(hash_seed),
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             order,
             bytes: 0,
         })
@@ -194,12 +195,12 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     /// Sum of the sizes of the entries.
@@ -207,36 +208,85 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
         self.bytes
     }
 
+    fn slot(&self, handle: Handle) -> &Slot<K, V> {
+        self.slots[handle as usize]
+            .as_ref()
+            .expect("the index holds only live slots")
+    }
+
+    fn slot_mut(&mut self, handle: Handle) -> &mut Slot<K, V> {
+        self.slots[handle as usize]
+            .as_mut()
+            .expect("the index holds only live slots")
+    }
+
+    fn find<Q>(&self, key: &Q) -> Option<Handle>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(key), |&handle| {
+                slots[handle as usize]
+                    .as_ref()
+                    .is_some_and(|slot| slot.key.borrow() == key)
+            })
+            .copied()
+    }
+
     /// Whether `key` is present (not a use).
-    pub fn contains(&self, key: &K) -> bool {
-        self.map.contains_key(key)
+    pub fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.find(key).is_some()
     }
 
     /// The value under `key`, counting a use.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.get_mut(key).map(|value| &*value)
     }
 
     /// The value under `key`, mutably, counting a use.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let slot = self.map.get_mut(key)?;
-        self.order.touch(slot.handle);
-        Some(&mut slot.value)
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
+        self.order.touch(handle);
+        Some(&mut self.slot_mut(handle).value)
     }
 
     /// The value under `key` without counting a use.
-    pub fn peek(&self, key: &K) -> Option<&V> {
-        self.map.get(key).map(|slot| &slot.value)
+    pub fn peek<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
+        Some(&self.slot(handle).value)
     }
 
     /// The value under `key`, mutably, without counting a use.
-    pub fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.map.get_mut(key).map(|slot| &mut slot.value)
+    pub fn peek_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
+        Some(&mut self.slot_mut(handle).value)
     }
 
     /// The key that would be evicted next.
     pub fn victim(&self) -> Option<&K> {
-        self.order.victim().map(|handle| self.order.key(handle))
+        self.order.victim().map(|handle| &self.slot(handle).key)
     }
 
     /// Inserts or replaces `key` (counting a use) and returns the entries evicted to make room,
@@ -260,11 +310,12 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
             });
         }
         let mut evicted = Vec::new();
-        if let Some(slot) = self.map.get_mut(&key) {
-            self.order.touch(slot.handle);
-            self.bytes = self.bytes - slot.size_bytes + size_bytes;
+        if let Some(handle) = self.find(&key) {
+            self.order.touch(handle);
+            let slot = self.slot_mut(handle);
+            let replaced_bytes = std::mem::replace(&mut slot.size_bytes, size_bytes);
             slot.value = value;
-            slot.size_bytes = size_bytes;
+            self.bytes = self.bytes - replaced_bytes + size_bytes;
             while self.over_limits(0, 0) {
                 let victim = self
                     .evict()
@@ -282,15 +333,31 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
                         .expect("over a bound implies a non-empty store"),
                 );
             }
-            let handle = self.order.insert(key.clone());
-            self.map.insert(
+            let hash = self.hasher.hash_one(&key);
+            let slot = Some(Slot {
                 key,
-                Slot {
-                    value,
-                    size_bytes,
-                    handle,
-                },
-            );
+                value,
+                size_bytes,
+            });
+            let handle = match self.free.pop() {
+                Some(handle) => {
+                    self.slots[handle as usize] = slot;
+                    handle
+                }
+                None => {
+                    let handle = Handle::try_from(self.slots.len())
+                        .ok()
+                        .filter(|handle| *handle != Handle::MAX)
+                        .expect("a line store holds fewer than 2^32 - 1 entries");
+                    self.slots.push(slot);
+                    handle
+                }
+            };
+            let (hasher, slots) = (&self.hasher, &self.slots);
+            self.index.insert_unique(hash, handle, |&other| {
+                hasher.hash_one(&slots[other as usize].as_ref().expect("live slot").key)
+            });
+            self.order.insert(handle);
             self.bytes += size_bytes;
         }
         self.assert_consistent();
@@ -298,64 +365,87 @@ impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
     }
 
     fn over_limits(&self, extra_entries: usize, extra_bytes: usize) -> bool {
-        if self.map.is_empty() {
+        if self.index.is_empty() {
             return false;
         }
-        let entries = self.map.len() + extra_entries;
+        let entries = self.index.len() + extra_entries;
         let bytes = self.bytes + extra_bytes;
         self.limits.entries_max.is_some_and(|max| entries > max)
             || self.limits.bytes_max.is_some_and(|max| bytes > max)
     }
 
-    /// Removes `key` and returns its value.
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let slot = self.map.remove(key)?;
-        self.order.remove(slot.handle);
+    /// Takes the slot `handle` out of the index, the order and the slab.
+    fn take(&mut self, handle: Handle) -> Slot<K, V> {
+        let hash = self.hasher.hash_one(&self.slot(handle).key);
+        self.index
+            .find_entry(hash, |&other| other == handle)
+            .expect("a live slot is in the index")
+            .remove();
+        self.order.remove(handle);
+        let slot = self.slots[handle as usize]
+            .take()
+            .expect("a live slot is in the slab");
+        self.free.push(handle);
         self.bytes -= slot.size_bytes;
-        Some(slot.value)
+        slot
+    }
+
+    /// Removes `key` and returns its value.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
+        Some(self.take(handle).value)
     }
 
     /// Removes and returns the victim chosen by the policy.
     pub fn evict(&mut self) -> Option<Evicted<K, V>> {
         let handle = self.order.victim()?;
-        let key = self.order.remove(handle);
-        let slot = self
-            .map
-            .remove(&key)
-            .expect("every ordered key is in the map");
-        self.bytes -= slot.size_bytes;
+        let slot = self.take(handle);
         Some(Evicted {
-            key,
+            key: slot.key,
             value: slot.value,
         })
     }
 
     /// All entries, in no particular (but deterministic) order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter().map(|(key, slot)| (key, &slot.value))
+        self.slots
+            .iter()
+            .flatten()
+            .map(|slot| (&slot.key, &slot.value))
     }
 
     fn assert_consistent(&self) {
         assert_eq!(
-            self.map.len(),
+            self.index.len(),
             self.order.len(),
-            "line store invariant: map and replacement order hold the same keys"
+            "line store invariant: index and replacement order hold the same keys"
+        );
+        assert_eq!(
+            self.index.len() + self.free.len(),
+            self.slots.len(),
+            "line store invariant: every slot is live or free"
         );
         if let Some(max) = self.limits.entries_max {
-            assert!(self.map.len() <= max, "line store exceeded entries_max");
+            assert!(self.index.len() <= max, "line store exceeded entries_max");
         }
         if let Some(max) = self.limits.bytes_max {
             assert!(self.bytes <= max, "line store exceeded bytes_max");
         }
     }
-}
 
-impl<K: Hash + Eq + Clone, V> LineStore<K, V> {
     /// The access count of `key` under LFU (`None` under LRU or when absent); for tests and stats.
-    pub fn frequency(&self, key: &K) -> Option<u64> {
-        let slot = self.map.get(key)?;
+    pub fn frequency<Q>(&self, key: &Q) -> Option<u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
         match &self.order {
-            Order::Lfu(order) => Some(order.frequency(slot.handle)),
+            Order::Lfu(order) => Some(order.frequency(handle)),
             Order::Lru(_) => None,
         }
     }

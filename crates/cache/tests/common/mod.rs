@@ -11,11 +11,11 @@ use distsync_cache::{
 
 pub const HOME: NodeId = NodeId(0);
 
-pub fn home_of(_: &Key) -> NodeId {
+pub fn home_of(_: &[u8]) -> NodeId {
     HOME
 }
 
-pub type Node = CacheNode<fn(&Key) -> NodeId>;
+pub type Node = CacheNode<fn(&[u8]) -> NodeId>;
 
 pub fn config(entries_max: usize) -> CacheConfig {
     CacheConfig {
@@ -68,7 +68,7 @@ impl Cluster {
                 let node = CacheNode::new(
                     NodeId(id),
                     config.clone(),
-                    home_of as fn(&Key) -> NodeId,
+                    home_of as fn(&[u8]) -> NodeId,
                     peers.clone(),
                 )
                 .expect("valid config");

@@ -148,6 +148,8 @@ impl CacheServeArgs {
                 WritePolicyArg::WriteBack => WritePolicy::WriteBack,
                 WritePolicyArg::WriteThrough => WritePolicy::WriteThrough,
             },
+            // The standard library's per-process random keys, drawn from the OS.
+            store_hash_seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0),
             value_bytes_max,
             lease_ticks: self.lease_ticks,
             heartbeat_interval_ticks: (self.lease_ticks / 5).max(1),

@@ -21,8 +21,8 @@ use super::membership::{AnnouncedMember, FailureDetector, Membership, Membership
 use super::metrics::CacheMetrics;
 use distsync_api::{CacheTransitions, LineTransition};
 use distsync_cache::{
-    CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineState, NodeId, OpId,
-    OpResult, OpStep, Outbound, Value,
+    CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineData, LineState,
+    NodeId, OpId, OpResult, OpStep, Outbound, Value,
 };
 use distsync_wire::{Inbound, PeerTransport, TransportStats, serve_inbound};
 use serde::{Deserialize, Serialize};
@@ -1050,23 +1050,31 @@ impl CacheEngine {
     /// [`CacheEngine::execute`] (a miss, a lapsed lease, a node not serving). Borrowing the key
     /// lets a caller try a hit before it copies the key for a transaction.
     pub fn read_hit(&self, key: &Key) -> Option<OpResult> {
+        self.read_hit_with(key, |data| OpResult::Read(data.clone()))
+    }
+
+    /// [`CacheEngine::read_hit`] that hands the line's data to `serve` under the core lock, so
+    /// that a reply can be built from it without taking a reference on the value (one more
+    /// cache line touched per hit, and two atomic operations). `serve` runs with every other
+    /// operation of the node waiting: it should copy, not compute.
+    pub fn read_hit_with<R>(&self, key: &Key, serve: impl FnOnce(&LineData) -> R) -> Option<R> {
         if self.shutting_down.load(Ordering::Relaxed) || !self.is_serving() {
             return None;
         }
         let started_at = Instant::now();
-        let data = {
+        let served = {
             let mut core = lock(&self.core);
             // Behind the clock (just resumed from a pause), the leases may have run out
             // unseen: the slow path catches up first.
             if self.ticks_due(started_at) > core.ticks_done + 1 || !self.quorate(&core) {
                 return None;
             }
-            core.node.read_hit(key)?
+            core.node.read_hit_with(key, serve)?
         };
         self.metrics.hits.inc();
         self.metrics
             .observe_op("get", started_at.elapsed().as_secs_f64());
-        Some(OpResult::Read(data))
+        Some(served)
     }
 
     /// The synchronous part of an operation: a hit finishes here, on the caller's task.

@@ -14,7 +14,7 @@
 //! grows when a node it has never heard of announces itself with its addresses: that is how a
 //! node started later, with the seeds in its `--cluster`, joins without restarting the others.
 
-use distsync_cache::{HomeSelector, Key, NodeId};
+use distsync_cache::{HomeSelector, NodeId};
 use distsync_ring::HashRing;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -475,7 +475,7 @@ impl Membership {
 }
 
 impl HomeSelector for Membership {
-    fn home_of(&self, key: &Key) -> NodeId {
+    fn home_of(&self, key: &[u8]) -> NodeId {
         self.current
             .read()
             .unwrap_or_else(|poison| poison.into_inner())

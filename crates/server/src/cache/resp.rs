@@ -29,6 +29,21 @@ const BULK_BYTES_MAX: usize = 8 << 20;
 /// Longest inline command or header line.
 const LINE_BYTES_MAX: usize = 64 * 1024;
 
+/// Largest value a GET hit copies into its reply under the node's core lock; a larger one is
+/// referenced there and copied after the lock is released, so that no other request waits
+/// behind a long copy.
+const COPY_UNDER_LOCK_BYTES_MAX: usize = 4096;
+/// RESP2's null bulk string: what GET answers for an absent key.
+const NIL_REPLY: &[u8] = b"$-1\r\n";
+
+/// How a GET hit left its reply.
+enum HitReply {
+    /// Written into the output under the lock.
+    Written,
+    /// A value over [`COPY_UNDER_LOCK_BYTES_MAX`], to write once the lock is released.
+    Large(Bytes),
+}
+
 /// Why a frame cannot be parsed; the connection is closed after answering it.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("Protocol error: {0}")]
@@ -326,14 +341,31 @@ async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -
     match name {
         b"GET" => {
             if arity(2, out) && valid_key(&args[1], out) {
-                let found = match engine.read_hit(&args[1]) {
-                    Some(hit) => Ok(hit),
+                let hit = engine.read_hit_with(&args[1], |data| match &data.value {
+                    Some(value) if value.len() > COPY_UNDER_LOCK_BYTES_MAX => {
+                        HitReply::Large(value.clone())
+                    }
+                    Some(value) => {
+                        bulk(out, value);
+                        HitReply::Written
+                    }
+                    None => {
+                        out.extend_from_slice(NIL_REPLY);
+                        HitReply::Written
+                    }
+                });
+                let found = match hit {
+                    Some(HitReply::Written) => return false,
+                    Some(HitReply::Large(value)) => {
+                        bulk(out, &value);
+                        return false;
+                    }
                     None => engine.execute(CacheOp::Get(owned(&args[1]))).await,
                 };
                 match found {
                     Ok(OpResult::Read(data)) => match data.value {
                         Some(value) => bulk(out, &value),
-                        None => out.extend_from_slice(b"$-1\r\n"),
+                        None => out.extend_from_slice(NIL_REPLY),
                     },
                     Ok(other) => error(out, &format!("ERR a read finished as {other:?}")),
                     Err(failure) => engine_error(out, failure),

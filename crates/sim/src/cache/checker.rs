@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use distsync_cache::{CacheNode, HomeSelector, Key, LineData, NodeId, Value, Version};
+use distsync_cache::{CacheNode, HomeSelector, Key, LineData, LineKey, NodeId, Value, Version};
 
 /// Ghost state and history the invariants are checked against.
 #[derive(Debug, Default)]
@@ -225,7 +225,7 @@ impl Checker {
         &mut self,
         nodes: impl Iterator<Item = &'a CacheNode<H>>,
     ) -> Result<(), String> {
-        let mut by_key: BTreeMap<&Key, Vec<(NodeId, &distsync_cache::Line)>> = BTreeMap::new();
+        let mut by_key: BTreeMap<&LineKey, Vec<(NodeId, &distsync_cache::Line)>> = BTreeMap::new();
         for node in nodes {
             // A copy counts while the node would serve it (its home's lease is valid): a copy
             // whose lease ran out may already be revoked by the home and is dropped before the
@@ -240,7 +240,7 @@ impl Checker {
             for (node, line) in lines {
                 let recorded = self
                     .values
-                    .entry(((*key).clone(), line.data.version))
+                    .entry((key.to_key(), line.data.version))
                     .or_insert_with(|| line.data.value.clone());
                 if *recorded != line.data.value {
                     return Err(format!(
@@ -249,7 +249,7 @@ impl Checker {
                         line.data.version, line.data.value
                     ));
                 }
-                let newest = self.newest.entry((*key).clone()).or_default();
+                let newest = self.newest.entry(key.to_key()).or_default();
                 *newest = (*newest).max(line.data.version);
             }
             let owners: Vec<NodeId> = lines
@@ -264,7 +264,7 @@ impl Checker {
                     .collect();
                 return Err(format!("SWMR: key {key:?} held as {}", states.join(" ")));
             }
-            let newest = self.newest[*key];
+            let newest = self.newest[&key[..]];
             if let Some((node, line)) = lines.iter().find(|(_, line)| line.data.version != newest) {
                 return Err(format!(
                     "fresh copies: node {node} holds {key:?} in {} at version {}, newest is {newest}",

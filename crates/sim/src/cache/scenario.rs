@@ -141,6 +141,7 @@ fn config(swarm: &Swarm, bugs: InjectedBugs) -> CacheConfig {
     CacheConfig {
         eviction_policy: swarm.eviction_policy,
         store_limits: StoreLimits::entries(swarm.capacity_entries),
+        store_hash_seed: 0,
         write_policy: swarm.write_policy,
         value_bytes_max: 64,
         pending_transactions_max: 16,

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 
-use distsync_cache::store::FnvHasher;
 use distsync_cache::{
     BackingOp, BackingRequest, BackingResponse, BackingResult, CacheConfig, CacheNode,
     CoherenceMessage, Completion, Directory, HomeSelector, Key, LineData, NodeId, OpId, OpResult,
@@ -14,6 +13,7 @@ use distsync_cache::{
 use distsync_ring::HashRing;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::hash::DefaultHasher;
 
 use super::checker::Checker;
 use crate::net::{Envelope, SimMessage, SimNetwork};
@@ -104,7 +104,7 @@ impl RingHomes {
 }
 
 impl HomeSelector for RingHomes {
-    fn home_of(&self, key: &Key) -> NodeId {
+    fn home_of(&self, key: &[u8]) -> NodeId {
         let name = self.ring.owner(key).expect("the ring has members");
         NodeId(name[1..].parse().expect("member names are n<number>"))
     }
@@ -205,7 +205,7 @@ pub struct CacheWorld {
     /// The first violation.
     pub violation: Option<String>,
     trace: bool,
-    trace_hash: FnvHasher,
+    trace_hash: DefaultHasher,
     /// Operations completed.
     pub completed_ops: u64,
 }
@@ -242,7 +242,7 @@ impl CacheWorld {
             steps: 0,
             violation: None,
             trace,
-            trace_hash: FnvHasher::default(),
+            trace_hash: DefaultHasher::new(),
             completed_ops: 0,
         }
     }
@@ -587,7 +587,7 @@ impl CacheWorld {
         let mut surviving: BTreeMap<Key, Version> = BTreeMap::new();
         for host in self.hosts.values() {
             for (key, line) in host.node.store().iter() {
-                let version = surviving.entry(key.clone()).or_default();
+                let version = surviving.entry(key.to_key()).or_default();
                 *version = (*version).max(line.data.version);
             }
         }
