@@ -8,10 +8,11 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
-/// Longest key held inline: what fits beside the length in the space of a [`Bytes`].
-const INLINE_BYTES_MAX: usize = 30;
+/// Longest key held inline: with its length and the variant's tag, as large as a [`Bytes`]
+/// and its tag, so that inlining costs a slot nothing.
+const INLINE_BYTES_MAX: usize = 38;
 
-/// A key as a node's line store holds it: up to 30 bytes inline, a longer one as shared
+/// A key as a node's line store holds it: up to 38 bytes inline, a longer one as shared
 /// [`Bytes`].
 ///
 /// A lookup compares the key it was given with the stored one. Held as `Bytes`, the stored key
@@ -149,5 +150,9 @@ mod tests {
             LineKey::from(Bytes::from("b")),
         );
         assert!(shorter < longer, "ordered as bytes, not by length");
+        assert!(
+            std::mem::size_of::<LineKey>() <= std::mem::size_of::<Bytes>() + 8,
+            "inline or shared, a key takes one word more than a Bytes, for the tag"
+        );
     }
 }
