@@ -17,7 +17,11 @@
 # its system calls per GET and so moves the bottleneck towards the servers), CONNECTIONS=N
 # passes `-c N` (default 50; 1 measures one request at a time, i.e. latency).
 #
-# usage: [CLIENT_THREADS=N] [PIPELINE=N] [CONNECTIONS=N] [BUSY_POLL_US=N] \
+# BASELINE_BIN=PATH adds one more node, another build of distsync on one RESP thread (say,
+# the commit before a change), so that a change is measured against its baseline in the same
+# rounds.
+#
+# usage: [CLIENT_THREADS=N] [PIPELINE=N] [CONNECTIONS=N] [BUSY_POLL_US=N] [BASELINE_BIN=PATH] \
 #        scripts/cache-get-vs-redis.sh [BINARY] [ROUNDS] [REQUESTS] [--syscalls]
 set -euo pipefail
 shopt -s inherit_errexit
@@ -44,18 +48,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# name | serve cache flags; redis-server is the last target.
+# name | serve cache flags | binary; redis-server is the last target.
 variants=(
-    "1 thread|--resp-threads 1"
-    "2 threads|--resp-threads 2"
-    "1 thread busy-polling ${busy_poll_us} µs|--resp-threads 1 --resp-busy-poll-us $busy_poll_us"
+    "1 thread|--resp-threads 1|$bin"
+    "2 threads|--resp-threads 2|$bin"
+    "1 thread busy-polling ${busy_poll_us} µs|--resp-threads 1 --resp-busy-poll-us $busy_poll_us|$bin"
 )
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2; exit 2; }
+    variants+=("baseline 1 thread|--resp-threads 1|$BASELINE_BIN")
+fi
 names=() ports=()
 for index in "${!variants[@]}"; do
-    IFS='|' read -r name flags <<<"${variants[$index]}"
+    IFS='|' read -r name flags variant_bin <<<"${variants[$index]}"
     port=$((base + 1 + index))
     # shellcheck disable=SC2086
-    "$bin" --log warn serve cache --id c1 \
+    "$variant_bin" --log warn serve cache --id c1 \
         --cluster "c1=127.0.0.1:$((base + 11 + index))/127.0.0.1:$((base + 21 + index))" \
         --store memory --capacity 200000 --resp "127.0.0.1:$port" $flags \
         >"$work/node-$index.log" 2>&1 &
@@ -102,6 +110,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) 
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ);" \
     "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(redis-server --version | cut -d' ' -f3)"
+[ -z "${BASELINE_BIN:-}" ] || echo "baseline: $BASELINE_BIN ($("$BASELINE_BIN" --version))"
 echo "command per target: redis-benchmark -p PORT -t get -n $requests -c $connections -r 100000 -d 100 -q --threads $client_threads -P $pipeline" \
     "(after one -t set,get pass to fill every key)"
 for port in "${ports[@]}"; do
