@@ -20,7 +20,7 @@ fn key(i: usize) -> Bytes {
     Bytes::from(format!("key:{i:012}"))
 }
 
-/// A fixed pseudo-random permutation-like sequence of key indices (xorshift).
+/// A fixed pseudo-random sequence of key indices, repeats allowed (xorshift).
 fn random_order() -> Vec<usize> {
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     (0..ORDER_LEN)

@@ -35,6 +35,17 @@ pub struct InjectedBugs {
     pub rebuild_without_holdings: bool,
 }
 
+/// A seed for a hash over client-chosen keys. Kept out of `Debug` output, so that logging a
+/// configuration does not tell anyone which keys would collide.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashSeed(pub u64);
+
+impl std::fmt::Debug for HashSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashSeed(..)")
+    }
+}
+
 /// Configuration shared by [`crate::CacheNode`] and [`crate::Directory`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -42,9 +53,9 @@ pub struct CacheConfig {
     pub eviction_policy: EvictionPolicy,
     /// Bounds of the local store.
     pub store_limits: StoreLimits,
-    /// Seed of the local store's index hash ([`crate::LineStore::with_hash_seed`]): fixed in
-    /// simulations, so that runs repeat; random in a server, whose keys come from clients.
-    pub store_hash_seed: u64,
+    /// Seed of the local store's index hash ([`crate::LineStore::with_hash_seed`]): random in a
+    /// server, whose keys come from clients. Nothing the node does depends on it.
+    pub store_hash_seed: HashSeed,
     /// When writes are acknowledged.
     pub write_policy: WritePolicy,
     /// Largest value accepted by `write`.
@@ -81,7 +92,7 @@ impl Default for CacheConfig {
         Self {
             eviction_policy: EvictionPolicy::Lru,
             store_limits: StoreLimits::entries(1024),
-            store_hash_seed: 0,
+            store_hash_seed: HashSeed(0),
             write_policy: WritePolicy::WriteBack,
             value_bytes_max: 1 << 20,
             pending_transactions_max: 1024,

@@ -89,7 +89,7 @@ mod protocol;
 pub mod store;
 mod types;
 
-pub use config::{CacheConfig, InjectedBugs, WritePolicy};
+pub use config::{CacheConfig, HashSeed, InjectedBugs, WritePolicy};
 pub use directory::{Directory, DirectoryEntry, EPOCH_SEQ_SHIFT, HolderMode, Holding};
 pub use error::CacheError;
 pub use line::{Line, LineState};

@@ -151,7 +151,7 @@ impl<H: HomeSelector> CacheNode<H> {
         let store = LineStore::with_hash_seed(
             config.eviction_policy,
             config.store_limits,
-            config.store_hash_seed,
+            config.store_hash_seed.0,
         )?;
         Ok(Self {
             id,

@@ -199,3 +199,42 @@ fn lfu_tie_break_is_least_recently_used_among_least_frequent() {
     assert_eq!(store.victim(), Some(&"a"));
     assert_eq!(store.frequency(&"c"), Some(3));
 }
+
+#[test]
+fn a_value_that_grows_in_place_evicts_others_never_itself() {
+    // Proves the replace path under a byte bound: "grown" is the entry the policy ranks last
+    // (LFU: frequency 2 against 3; LRU: least recent after the others are read), yet when a
+    // larger value is written under it, the others go and it stays, with its new value.
+    for policy in [EvictionPolicy::Lru, EvictionPolicy::Lfu] {
+        let limits = StoreLimits {
+            entries_max: None,
+            bytes_max: Some(10),
+        };
+        let mut store: LineStore<&str, u32> = LineStore::new(policy, limits).expect("valid");
+        store.insert("grown", 1, 2).expect("fits");
+        store.insert("hot", 1, 4).expect("fits");
+        store.insert("warm", 1, 4).expect("fits");
+        for _ in 0..2 {
+            store.get(&"hot");
+            store.get(&"warm");
+        }
+        let victims: Vec<&str> = store
+            .insert("grown", 2, 9)
+            .expect("fits alone")
+            .into_iter()
+            .map(|evicted| evicted.key)
+            .collect();
+        assert_eq!(victims, vec!["hot", "warm"], "{policy}");
+        assert_eq!(store.peek(&"grown"), Some(&2), "{policy}");
+        assert_eq!((store.len(), store.bytes()), (1, 9), "{policy}");
+    }
+}
+
+#[test]
+fn a_store_refuses_more_entries_than_its_handles_can_name() {
+    // Handles are 32-bit and one value means "none": 2^32 - 1 entries at most.
+    let limits = StoreLimits::entries(u32::MAX as usize + 1);
+    assert!(LineStore::<u32, ()>::new(EvictionPolicy::Lru, limits).is_err());
+    let limits = StoreLimits::entries(u32::MAX as usize);
+    assert!(LineStore::<u32, ()>::new(EvictionPolicy::Lru, limits).is_ok());
+}

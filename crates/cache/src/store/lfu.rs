@@ -228,6 +228,21 @@ impl LfuOrder {
         Some(tail)
     }
 
+    /// The victim among every entry but `kept`: `kept`'s neighbour in the same bucket when it
+    /// is the victim itself, else the least recent entry of the next bucket up.
+    pub(crate) fn victim_except(&self, kept: Handle) -> Option<Handle> {
+        let victim = self.victim()?;
+        if victim != kept {
+            return Some(victim);
+        }
+        let Node { bucket, prev, .. } = *self.node(kept);
+        if prev != NO_NODE {
+            return Some(prev);
+        }
+        let higher = self.bucket(bucket).higher;
+        (higher != NIL).then(|| self.bucket(higher).tail)
+    }
+
     /// The access count of the entry.
     pub(crate) fn frequency(&self, handle: Handle) -> u64 {
         self.bucket(self.node(handle).bucket).frequency

@@ -102,6 +102,17 @@ impl LruOrder {
         (self.tail != NIL).then_some(self.tail)
     }
 
+    /// The least recently used entry other than `kept`, if any.
+    pub(crate) fn victim_except(&self, kept: Handle) -> Option<Handle> {
+        match self.victim()? {
+            tail if tail == kept => {
+                let prev = self.links[tail as usize].prev;
+                (prev != NIL).then_some(prev)
+            }
+            tail => Some(tail),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -10,9 +10,10 @@ mod lfu;
 mod lru;
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{Hash, Hasher};
 
-use foldhash::fast::FixedState;
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
 use hashbrown::HashTable;
 
 use crate::error::CacheError;
@@ -70,6 +71,41 @@ pub struct Evicted<K, V> {
 /// A store's slot number: what the replacement orders link. 32 bits keep their links dense.
 type Handle = u32;
 
+/// Most entries a store holds: every handle but `Handle::MAX`, which the orders use for "none".
+const ENTRIES_MAX: usize = Handle::MAX as usize;
+
+/// The index's hash: foldhash, with both of its seeds drawn from the store's seed. Its shared
+/// seed is the secret part: with foldhash's fixed one, whoever knows that constant can write
+/// keys that hash alike whatever the per-hasher seed.
+#[derive(Clone)]
+struct KeyHasher {
+    shared: SharedSeed,
+    per_hasher: u64,
+}
+
+impl KeyHasher {
+    fn new(seed: u64) -> Self {
+        KeyHasher {
+            shared: SharedSeed::from_u64(seed),
+            // Any odd constant: keeps seed 0 from starting the accumulator at 0.
+            per_hasher: seed.rotate_left(32) ^ 0x243f_6a88_85a3_08d3,
+        }
+    }
+
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        let mut hasher = FoldHasher::with_seed(self.per_hasher, &self.shared);
+        key.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The seed is what keeps chosen keys from colliding: never in a log.
+        f.write_str("KeyHasher(..)")
+    }
+}
+
 #[derive(Debug)]
 struct Slot<K, V> {
     key: K,
@@ -108,6 +144,12 @@ impl Order {
             Order::Lfu(order) => order.victim(),
         }
     }
+    fn victim_except(&self, kept: Handle) -> Option<Handle> {
+        match self {
+            Order::Lru(order) => order.victim_except(kept),
+            Order::Lfu(order) => order.victim_except(kept),
+        }
+    }
     fn len(&self) -> usize {
         match self {
             Order::Lru(order) => order.len(),
@@ -129,7 +171,7 @@ impl Order {
 pub struct LineStore<K, V> {
     policy: EvictionPolicy,
     limits: StoreLimits,
-    hasher: FixedState,
+    hasher: KeyHasher,
     index: HashTable<Handle>,
     slots: Vec<Option<Slot<K, V>>>,
     free: Vec<Handle>,
@@ -138,17 +180,19 @@ pub struct LineStore<K, V> {
 }
 
 impl<K: Hash + Eq, V> LineStore<K, V> {
-    /// An empty store whose index hashes with a fixed seed, so that runs are reproducible.
+    /// An empty store whose index hashes with seed 0 (for tests and benchmarks; what the store
+    /// does never depends on the seed, only how fast it does it).
     ///
     /// # Errors
-    /// [`CacheError::InvalidConfig`] when neither bound is set or a bound is zero.
+    /// [`CacheError::InvalidConfig`] when neither bound is set, a bound is zero, or
+    /// `entries_max` is 2^32 − 1 or more.
     pub fn new(policy: EvictionPolicy, limits: StoreLimits) -> Result<Self, CacheError> {
         Self::with_hash_seed(policy, limits, 0)
     }
 
     /// An empty store whose index hashes with `hash_seed`. A server picks it at random: the
-    /// keys come from clients, and with a seed they cannot know they cannot choose keys that
-    /// collide into one long probe sequence.
+    /// keys come from clients, and without knowing the seed they cannot choose keys that share
+    /// a hash (foldhash resists that as far as a fast, non-cryptographic hash does).
     ///
     /// # Errors
     /// As [`LineStore::new`].
@@ -167,6 +211,11 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                 "line store bounds must be positive".into(),
             ));
         }
+        if limits.entries_max.is_some_and(|max| max > ENTRIES_MAX) {
+            return Err(CacheError::InvalidConfig(format!(
+                "a line store holds at most {ENTRIES_MAX} entries"
+            )));
+        }
         let order = match policy {
             EvictionPolicy::Lru => Order::Lru(LruOrder::new()),
             EvictionPolicy::Lfu => Order::Lfu(LfuOrder::new()),
@@ -174,7 +223,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         Ok(Self {
             policy,
             limits,
-            hasher: FixedState::with_seed(hash_seed),
+            hasher: KeyHasher::new(hash_seed),
             index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -227,7 +276,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
     {
         let slots = &self.slots;
         self.index
-            .find(self.hasher.hash_one(key), |&handle| {
+            .find(self.hasher.hash(key), |&handle| {
                 slots[handle as usize]
                     .as_ref()
                     .is_some_and(|slot| slot.key.borrow() == key)
@@ -316,15 +365,16 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
             let replaced_bytes = std::mem::replace(&mut slot.size_bytes, size_bytes);
             slot.value = value;
             self.bytes = self.bytes - replaced_bytes + size_bytes;
+            // A larger value may push the store over `bytes_max`. The entry being written is
+            // never its own victim, even when the policy ranks it last (under LFU a fresh entry
+            // that just grew): it fits alone, so evicting the others is always enough.
             while self.over_limits(0, 0) {
                 let victim = self
-                    .evict()
-                    .expect("over a bound implies a non-empty store");
-                assert!(
-                    victim.key != key,
-                    "a replaced entry fits alone, so it is never its own victim"
-                );
-                evicted.push(victim);
+                    .order
+                    .victim_except(handle)
+                    .expect("over a bound with this entry fitting alone implies another entry");
+                let Slot { key, value, .. } = self.take(victim);
+                evicted.push(Evicted { key, value });
             }
         } else {
             while self.over_limits(1, size_bytes) {
@@ -333,7 +383,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                         .expect("over a bound implies a non-empty store"),
                 );
             }
-            let hash = self.hasher.hash_one(&key);
+            let hash = self.hasher.hash(&key);
             let slot = Some(Slot {
                 key,
                 value,
@@ -345,17 +395,16 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                     handle
                 }
                 None => {
-                    let handle = Handle::try_from(self.slots.len())
-                        .ok()
-                        .filter(|handle| *handle != Handle::MAX)
-                        .expect("a line store holds fewer than 2^32 - 1 entries");
+                    // No free slot: every slot is live, and `over_limits` kept them under
+                    // ENTRIES_MAX, so the new handle is below Handle::MAX.
+                    let handle = self.slots.len() as Handle;
                     self.slots.push(slot);
                     handle
                 }
             };
             let (hasher, slots) = (&self.hasher, &self.slots);
             self.index.insert_unique(hash, handle, |&other| {
-                hasher.hash_one(&slots[other as usize].as_ref().expect("live slot").key)
+                hasher.hash(&slots[other as usize].as_ref().expect("live slot").key)
             });
             self.order.insert(handle);
             self.bytes += size_bytes;
@@ -370,13 +419,13 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         }
         let entries = self.index.len() + extra_entries;
         let bytes = self.bytes + extra_bytes;
-        self.limits.entries_max.is_some_and(|max| entries > max)
-            || self.limits.bytes_max.is_some_and(|max| bytes > max)
+        let entries_max = self.limits.entries_max.unwrap_or(ENTRIES_MAX);
+        entries > entries_max || self.limits.bytes_max.is_some_and(|max| bytes > max)
     }
 
     /// Takes the slot `handle` out of the index, the order and the slab.
     fn take(&mut self, handle: Handle) -> Slot<K, V> {
-        let hash = self.hasher.hash_one(&self.slot(handle).key);
+        let hash = self.hasher.hash(&self.slot(handle).key);
         self.index
             .find_entry(hash, |&other| other == handle)
             .expect("a live slot is in the index")
@@ -422,7 +471,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         assert_eq!(
             self.index.len(),
             self.order.len(),
-            "line store invariant: index and replacement order hold the same keys"
+            "line store invariant: index and replacement order hold the same entries"
         );
         assert_eq!(
             self.index.len() + self.free.len(),

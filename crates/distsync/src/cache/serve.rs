@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use distsync_cache::{CacheConfig, EvictionPolicy, InjectedBugs, StoreLimits, WritePolicy};
+use distsync_cache::{
+    CacheConfig, EvictionPolicy, HashSeed, InjectedBugs, StoreLimits, WritePolicy,
+};
 use distsync_server::cache::{
     BackingStore, CacheClusterSpec, CacheEngine, CacheMember, EngineConfig, Membership,
     run_cache_node,
@@ -149,7 +151,10 @@ impl CacheServeArgs {
                 WritePolicyArg::WriteThrough => WritePolicy::WriteThrough,
             },
             // The standard library's per-process random keys, drawn from the OS.
-            store_hash_seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0),
+            store_hash_seed: HashSeed(std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                0,
+            )),
             value_bytes_max,
             lease_ticks: self.lease_ticks,
             heartbeat_interval_ticks: (self.lease_ticks / 5).max(1),

@@ -341,6 +341,8 @@ async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -
     match name {
         b"GET" => {
             if arity(2, out) && valid_key(&args[1], out) {
+                // Grown here if at all, not under the lock with a pipeline's replies in it.
+                out.reserve(COPY_UNDER_LOCK_BYTES_MAX + 32);
                 let hit = engine.read_hit_with(&args[1], |data| match &data.value {
                     Some(value) if value.len() > COPY_UNDER_LOCK_BYTES_MAX => {
                         HitReply::Large(value.clone())

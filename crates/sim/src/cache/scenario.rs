@@ -2,7 +2,8 @@
 //! faults, then a flush of every node and the durability check.
 
 use distsync_cache::{
-    CacheConfig, EvictionPolicy, InjectedBugs, Key, NodeId, StoreLimits, Value, WritePolicy,
+    CacheConfig, EvictionPolicy, HashSeed, InjectedBugs, Key, NodeId, StoreLimits, Value,
+    WritePolicy,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -141,7 +142,7 @@ fn config(swarm: &Swarm, bugs: InjectedBugs) -> CacheConfig {
     CacheConfig {
         eviction_policy: swarm.eviction_policy,
         store_limits: StoreLimits::entries(swarm.capacity_entries),
-        store_hash_seed: 0,
+        store_hash_seed: HashSeed(0),
         write_policy: swarm.write_policy,
         value_bytes_max: 64,
         pending_transactions_max: 16,
