@@ -236,10 +236,7 @@ impl<H: HomeSelector> CacheNode<H> {
         let in_view = self.members.contains(&self.id);
         if !in_view {
             // Declared dead: whatever this node holds may already be reclaimed.
-            let keys: Vec<Key> = self.store.iter().map(|(key, _)| key.to_key()).collect();
-            for key in keys {
-                self.store.remove(&key[..]);
-            }
+            self.store.clear();
             self.fetch_answers.clear();
         }
         // Every transaction starts over at the key's new home with a new id, so a late answer of

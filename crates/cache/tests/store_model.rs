@@ -238,3 +238,26 @@ fn a_store_refuses_more_entries_than_its_handles_can_name() {
     let limits = StoreLimits::entries(u32::MAX as usize);
     assert!(LineStore::<u32, ()>::new(EvictionPolicy::Lru, limits).is_ok());
 }
+
+#[test]
+fn a_cleared_store_is_empty_and_fills_again() {
+    for policy in [EvictionPolicy::Lru, EvictionPolicy::Lfu] {
+        let mut store: LineStore<u32, ()> =
+            LineStore::new(policy, StoreLimits::entries(2)).expect("valid");
+        for key in 0..3 {
+            store.insert(key, (), 1).expect("fits");
+        }
+        store.clear();
+        assert_eq!((store.len(), store.bytes(), store.victim()), (0, 0, None));
+        assert!(!store.contains(&2));
+        for key in 10..13 {
+            store.insert(key, (), 1).expect("fits");
+        }
+        assert_eq!(
+            store.victim(),
+            Some(&11),
+            "{policy}: the order starts afresh"
+        );
+        assert_eq!(store.len(), 2);
+    }
+}

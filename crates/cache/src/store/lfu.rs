@@ -69,7 +69,7 @@ impl LfuOrder {
 
     fn node(&self, handle: Handle) -> &Node {
         let node = &self.nodes[handle as usize];
-        debug_assert!(
+        assert!(
             node.bucket != NIL,
             "LFU handle refers to a live node: the store keeps handles in step"
         );

@@ -120,6 +120,12 @@ enum Order {
 }
 
 impl Order {
+    fn new(policy: EvictionPolicy) -> Self {
+        match policy {
+            EvictionPolicy::Lru => Order::Lru(LruOrder::new()),
+            EvictionPolicy::Lfu => Order::Lfu(LfuOrder::new()),
+        }
+    }
     fn insert(&mut self, handle: Handle) {
         match self {
             Order::Lru(order) => order.insert(handle),
@@ -216,10 +222,6 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                 "a line store holds at most {ENTRIES_MAX} entries"
             )));
         }
-        let order = match policy {
-            EvictionPolicy::Lru => Order::Lru(LruOrder::new()),
-            EvictionPolicy::Lfu => Order::Lfu(LfuOrder::new()),
-        };
         Ok(Self {
             policy,
             limits,
@@ -227,7 +229,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
             index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            order,
+            order: Order::new(policy),
             bytes: 0,
         })
     }
@@ -274,9 +276,18 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.find_hashed(self.hasher.hash(key), key)
+    }
+
+    /// [`LineStore::find`] for a caller that needs the hash again (to insert or to remove).
+    fn find_hashed<Q>(&self, hash: u64, key: &Q) -> Option<Handle>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slots = &self.slots;
         self.index
-            .find(self.hasher.hash(key), |&handle| {
+            .find(hash, |&handle| {
                 slots[handle as usize]
                     .as_ref()
                     .is_some_and(|slot| slot.key.borrow() == key)
@@ -359,7 +370,8 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
             });
         }
         let mut evicted = Vec::new();
-        if let Some(handle) = self.find(&key) {
+        let hash = self.hasher.hash(&key);
+        if let Some(handle) = self.find_hashed(hash, &key) {
             self.order.touch(handle);
             let slot = self.slot_mut(handle);
             let replaced_bytes = std::mem::replace(&mut slot.size_bytes, size_bytes);
@@ -373,8 +385,7 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                     .order
                     .victim_except(handle)
                     .expect("over a bound with this entry fitting alone implies another entry");
-                let Slot { key, value, .. } = self.take(victim);
-                evicted.push(Evicted { key, value });
+                evicted.push(self.evict_handle(victim));
             }
         } else {
             while self.over_limits(1, size_bytes) {
@@ -383,7 +394,6 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
                         .expect("over a bound implies a non-empty store"),
                 );
             }
-            let hash = self.hasher.hash(&key);
             let slot = Some(Slot {
                 key,
                 value,
@@ -423,9 +433,9 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         entries > entries_max || self.limits.bytes_max.is_some_and(|max| bytes > max)
     }
 
-    /// Takes the slot `handle` out of the index, the order and the slab.
-    fn take(&mut self, handle: Handle) -> Slot<K, V> {
-        let hash = self.hasher.hash(&self.slot(handle).key);
+    /// Takes the slot `handle`, whose key hashes to `hash`, out of the index, the order and the
+    /// slab.
+    fn take(&mut self, handle: Handle, hash: u64) -> Slot<K, V> {
         self.index
             .find_entry(hash, |&other| other == handle)
             .expect("a live slot is in the index")
@@ -445,18 +455,30 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let handle = self.find(key)?;
-        Some(self.take(handle).value)
+        let hash = self.hasher.hash(key);
+        let handle = self.find_hashed(hash, key)?;
+        Some(self.take(handle, hash).value)
     }
 
     /// Removes and returns the victim chosen by the policy.
     pub fn evict(&mut self) -> Option<Evicted<K, V>> {
         let handle = self.order.victim()?;
-        let slot = self.take(handle);
-        Some(Evicted {
-            key: slot.key,
-            value: slot.value,
-        })
+        Some(self.evict_handle(handle))
+    }
+
+    fn evict_handle(&mut self, handle: Handle) -> Evicted<K, V> {
+        let hash = self.hasher.hash(&self.slot(handle).key);
+        let Slot { key, value, .. } = self.take(handle, hash);
+        Evicted { key, value }
+    }
+
+    /// Removes every entry (a node dropped from the membership holds nothing any more).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.order = Order::new(self.policy);
+        self.bytes = 0;
     }
 
     /// All entries, in no particular (but deterministic) order.
