@@ -98,7 +98,7 @@ pub use protocol::{
     BackingOp, BackingRequest, BackingResponse, BackingResult, CoherenceMessage, Completion,
     HeldLine, OpResult, OpStep, Outbound,
 };
-pub use store::{Evicted, EvictionPolicy, LineKey, LineStore, StoreLimits};
+pub use store::{EntryUse, Evicted, EvictionPolicy, LineKey, LineStore, StoreLimits};
 pub use types::{
     BackingRequestId, DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Version,
 };

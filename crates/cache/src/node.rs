@@ -27,7 +27,7 @@ use crate::config::{CacheConfig, WritePolicy};
 use crate::error::CacheError;
 use crate::line::{Line, LineState};
 use crate::protocol::{CoherenceMessage, Completion, HeldLine, OpResult, OpStep, Outbound};
-use crate::store::{LineKey, LineStore};
+use crate::store::{EntryUse, LineKey, LineStore};
 use crate::types::{DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Version};
 
 /// Chooses the home node of a key. Implemented for closures; the server uses the consistent-hash
@@ -120,6 +120,9 @@ pub struct CacheNode<H> {
     write_backs: BTreeMap<Key, PendingWriteBack>,
     /// Per home: the send tick of the newest answered request or heartbeat.
     lease_start_tick: BTreeMap<NodeId, u64>,
+    /// Before this tick every member's lease is valid, so a hit needs no home looked up
+    /// (0: some member has none). Kept with `lease_start_tick` and `members`.
+    all_leases_valid_before_tick: u64,
     lease_blocked: BTreeMap<NodeId, VecDeque<(Key, QueuedOp)>>,
     flush_waiters: Vec<OpId>,
     /// Per key, the data this node last handed to its home in a `FetchResponse` (by home
@@ -164,6 +167,7 @@ impl<H: HomeSelector> CacheNode<H> {
             txns: BTreeMap::new(),
             write_backs: BTreeMap::new(),
             lease_start_tick: BTreeMap::new(),
+            all_leases_valid_before_tick: 0,
             lease_blocked: BTreeMap::new(),
             flush_waiters: Vec::new(),
             fetch_answers: BTreeMap::new(),
@@ -231,6 +235,7 @@ impl<H: HomeSelector> CacheNode<H> {
         self.homes.set_members(&members);
         self.members = members;
         self.lease_start_tick.clear();
+        self.all_leases_valid_before_tick = 0;
         self.last_heartbeat_tick = None;
         self.holdings_unacked.clear();
         let in_view = self.members.contains(&self.id);
@@ -347,8 +352,14 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     /// Whether the lease covering `key` is valid now (the node would serve a hit).
+    ///
+    /// While every member's lease is valid, so is the lease of whichever member is the key's
+    /// home, and the home is not looked up: on a GET hit that lookup (a second hash of the key
+    /// and a search of the ring, behind the membership's lock in the shell) cost as much as the
+    /// rest of the lease check. Homes are members: both change together in `set_members`.
     pub fn lease_valid_for(&self, key: &[u8]) -> bool {
-        self.lease_valid(self.homes.home_of(key))
+        self.now_tick < self.all_leases_valid_before_tick
+            || self.lease_valid(self.homes.home_of(key))
     }
 
     /// Whether a majority of the current view's members, this node counted, confirmed its
@@ -417,7 +428,24 @@ impl<H: HomeSelector> CacheNode<H> {
 
     /// [`CacheNode::read_hit`] that hands the data to `serve` in place instead of cloning it:
     /// a caller that copies the value out (into a reply) takes no reference on it.
-    pub fn read_hit_with<R>(&mut self, key: &Key, serve: impl FnOnce(&LineData) -> R) -> Option<R> {
+    pub fn read_hit_with<R>(
+        &mut self,
+        key: &[u8],
+        serve: impl FnOnce(&LineData) -> R,
+    ) -> Option<R> {
+        let (served, used) = self.peek_hit_with(key, serve)?;
+        self.count_hit(used);
+        Some(served)
+    }
+
+    /// [`CacheNode::read_hit_with`] for readers that share the node: nothing is written, and
+    /// the hit's use of the line is returned, for [`CacheNode::count_hit`] before the node
+    /// next changes.
+    pub fn peek_hit_with<R>(
+        &self,
+        key: &[u8],
+        serve: impl FnOnce(&LineData) -> R,
+    ) -> Option<(R, EntryUse)> {
         // A key in a transaction has no line (see `start_txn`), so a held line means no
         // transaction; the check stays because serving past a queued write would reorder them.
         if !self.txns.is_empty() && self.txns.contains_key(key) {
@@ -425,10 +453,17 @@ impl<H: HomeSelector> CacheNode<H> {
         }
         // The lease first: it needs no lookup in the store, so a hit costs one (the hot path
         // of every GET).
-        if !self.lease_valid(self.homes.home_of(key)) {
+        if !self.lease_valid_for(key) {
             return None;
         }
-        self.store.get(&key[..]).map(|line| serve(&line.data))
+        let (line, used) = self.store.peek_for_use(key)?;
+        Some((serve(&line.data), used))
+    }
+
+    /// Counts a hit found by [`CacheNode::peek_hit_with`] as a use of its line (recency under
+    /// LRU, frequency under LFU).
+    pub fn count_hit(&mut self, used: EntryUse) {
+        self.store.count_use(used);
     }
 
     /// Writes `value` under `key`: silent on M/E, an `Upgrade` from S, `GetModified` from I.
@@ -979,6 +1014,16 @@ impl<H: HomeSelector> CacheNode<H> {
         }
         let start = self.lease_start_tick.entry(home).or_insert(start_tick);
         *start = (*start).max(start_tick);
+        self.all_leases_valid_before_tick = self
+            .members
+            .iter()
+            .map(|member| {
+                self.lease_start_tick
+                    .get(member)
+                    .map_or(0, |start| start + self.config.lease_ticks)
+            })
+            .min()
+            .unwrap_or(0);
     }
 
     fn remember_fetch_answer(&mut self, key: Key, seq: DirectorySeq, data: LineData) {

@@ -261,3 +261,24 @@ fn a_cleared_store_is_empty_and_fills_again() {
         assert_eq!(store.len(), 2);
     }
 }
+
+#[test]
+fn a_use_counted_later_is_a_use_and_a_stale_one_breaks_nothing() {
+    for policy in [EvictionPolicy::Lru, EvictionPolicy::Lfu] {
+        let mut store: LineStore<&str, ()> =
+            LineStore::new(policy, StoreLimits::entries(2)).expect("valid");
+        store.insert("a", (), 1).expect("fits");
+        store.insert("b", (), 1).expect("fits");
+        // Found without a use: "a" is still the victim until the use is counted.
+        let (_, used) = store.peek_for_use(&"a").expect("present");
+        assert_eq!(store.victim(), Some(&"a"), "{policy:?}");
+        store.count_use(used);
+        assert_eq!(store.victim(), Some(&"b"), "{policy:?}");
+        // Counted after its entry left, the use is dropped; the store stays whole.
+        let (_, stale) = store.peek_for_use(&"b").expect("present");
+        store.remove(&"b");
+        store.count_use(stale);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.victim(), Some(&"a"), "{policy:?}");
+    }
+}

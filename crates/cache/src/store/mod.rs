@@ -71,6 +71,13 @@ pub struct Evicted<K, V> {
 /// A store's slot number: what the replacement orders link. 32 bits keep their links dense.
 type Handle = u32;
 
+/// A use of an entry found by [`LineStore::peek_for_use`], counted later by
+/// [`LineStore::count_use`]: lets readers that share the store find values without writing to
+/// it, and leave the recency or frequency update to whoever next holds it exclusively. It
+/// names the entry's slot, so it is exact only while the store has not changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryUse(Handle);
+
 /// Most entries a store holds: every handle but `Handle::MAX`, which the orders use for "none".
 const ENTRIES_MAX: usize = Handle::MAX as usize;
 
@@ -332,6 +339,26 @@ impl<K: Hash + Eq, V> LineStore<K, V> {
     {
         let handle = self.find(key)?;
         Some(&self.slot(handle).value)
+    }
+
+    /// The value under `key` without counting a use yet: the use to count with
+    /// [`LineStore::count_use`] before the store next changes.
+    pub fn peek_for_use<Q>(&self, key: &Q) -> Option<(&V, EntryUse)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let handle = self.find(key)?;
+        Some((&self.slot(handle).value, EntryUse(handle)))
+    }
+
+    /// Counts a use found by [`LineStore::peek_for_use`]. Counted after the store changed, it
+    /// may land on another entry or on none (then it is dropped): a recency error, never a
+    /// broken store.
+    pub fn count_use(&mut self, used: EntryUse) {
+        if self.slots.get(used.0 as usize).is_some_and(Option::is_some) {
+            self.order.touch(used.0);
+        }
     }
 
     /// The value under `key`, mutably, without counting a use.

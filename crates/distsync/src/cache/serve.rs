@@ -63,7 +63,7 @@ pub struct CacheServeArgs {
     #[arg(long, env = "DISTSYNC_CACHE_RESP")]
     pub resp: Option<String>,
     /// Threads serving --resp, each an event loop of its own over its share of the
-    /// connections (0: one per CPU).
+    /// connections (0: one per two CPUs, at least one).
     #[arg(long, env = "DISTSYNC_CACHE_RESP_THREADS", default_value_t = 0)]
     pub resp_threads: usize,
     /// After a request, a RESP thread keeps polling its sockets this long before it sleeps:
@@ -280,7 +280,13 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the RESP port on {resp_addr}"))?;
             let threads = match args.resp_threads {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                // The other half is for what a RESP thread's requests also need: the kernel's
+                // network stack, the node's own runtime, and clients on the same machine (as
+                // under `distsync up`). On 2 CPUs with the load generator beside the node, two
+                // RESP threads served a fifth fewer pipelined GETs than one, though the hit
+                // path itself no longer serialises them (docs/performance/cache.md,
+                // "2026-12-05 morning").
+                0 => std::thread::available_parallelism().map_or(1, |cpus| (cpus.get() / 2).max(1)),
                 threads => threads,
             };
             let busy_poll = Duration::from_micros(args.resp_busy_poll_us);
@@ -290,37 +296,49 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Serves the RESP port on `threads` threads, each with a single-threaded runtime accepting
-/// from the same socket (the kernel hands each connection to one of them), the way
-/// redis-server runs its event loop, times the cores. A GET hit is a few microseconds of work
-/// between two syscalls; spread over the main runtime's work-stealing workers, the wake-ups of
-/// other workers and the shared run queues cost more per request than the lookup itself:
-/// paired `redis-benchmark -t get` rounds went from a median 62,400 to 68,100 GET/s on one
-/// thread (docs/performance/cache.md). Misses and writes still finish through the engine,
-/// whose coherence traffic runs on the main runtime; a RESP task only awaits their outcome.
+/// Serves the RESP port on `threads` threads, each with a single-threaded runtime serving its
+/// own connections (dealt in turn by an accept loop on the first), the way redis-server runs
+/// its event loop, times the cores. A GET hit is a few microseconds of work between two
+/// syscalls; spread over the main runtime's work-stealing workers, the wake-ups of other
+/// workers and the shared run queues cost more per request than the lookup itself: paired
+/// `redis-benchmark -t get` rounds went from a median 62,400 to 68,100 GET/s on one thread
+/// (docs/performance/cache.md). Misses and writes still finish through the engine, whose
+/// coherence traffic runs on the main runtime; a RESP task only awaits their outcome.
 fn spawn_resp_threads(
     listener: std::net::TcpListener,
     engine: std::sync::Arc<distsync_server::cache::CacheEngine>,
     threads: usize,
     busy_poll: Duration,
 ) -> anyhow::Result<()> {
-    for index in 0..threads.max(1) {
-        let listener = listener
-            .try_clone()
-            .context("sharing the RESP socket between threads")?;
+    use distsync_server::cache::{RespLane, accept_resp};
+    let mut runtimes = Vec::new();
+    let mut lanes = Vec::new();
+    for _ in 0..threads.max(1) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .context("starting a RESP runtime")?;
-        let engine = std::sync::Arc::clone(&engine);
+        lanes.push(RespLane::new(
+            runtime.handle().clone(),
+            std::sync::Arc::clone(&engine),
+            busy_poll,
+        ));
+        runtimes.push(runtime);
+    }
+    let mut acceptor = Some((listener, lanes.clone()));
+    for (index, (runtime, lane)) in runtimes.into_iter().zip(lanes).enumerate() {
+        let acceptor = acceptor.take();
         std::thread::Builder::new()
             .name(format!("resp-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    let Some((listener, lanes)) = acceptor else {
+                        return lane.run().await;
+                    };
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            distsync_server::cache::serve_resp(listener, engine, busy_poll).await
+                            tokio::join!(accept_resp(listener, lanes), lane.run());
                         }
                         Err(failure) => tracing::error!(error = %failure, "RESP listener unusable"),
                     }

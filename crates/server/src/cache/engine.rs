@@ -19,6 +19,7 @@
 use super::backing::BackingStore;
 use super::membership::{AnnouncedMember, FailureDetector, Membership, MembershipView, ViewMember};
 use super::metrics::CacheMetrics;
+use super::pending_hits::PendingHits;
 use distsync_api::{CacheTransitions, LineTransition};
 use distsync_cache::{
     CacheConfig, CacheError, CacheNode, CoherenceMessage, Directory, Key, LineData, LineState,
@@ -28,7 +29,7 @@ use distsync_wire::{Inbound, PeerTransport, TransportStats, serve_inbound};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -224,7 +225,11 @@ struct TransitionJournal {
 pub struct CacheEngine {
     id: NodeId,
     config: EngineConfig,
-    core: Mutex<Core>,
+    /// Written under the write lock, always through [`CacheEngine::core_mut`]; GET hits share
+    /// the read lock (see `pending_hits.rs`).
+    core: RwLock<Core>,
+    /// Hits served under the read lock whose uses and metrics are not applied yet.
+    pending_hits: PendingHits,
     membership: Membership,
     transport: Mutex<PeerTransport<PeerMessage>>,
     transport_stats: Arc<TransportStats>,
@@ -436,13 +441,14 @@ impl CacheEngine {
         Ok(Arc::new(CacheEngine {
             id,
             config,
-            core: Mutex::new(Core {
+            core: RwLock::new(Core {
                 node,
                 directory,
                 waiters: HashMap::new(),
                 journal,
                 ticks_done: 0,
             }),
+            pending_hits: PendingHits::default(),
             membership,
             transport: Mutex::new(transport),
             transport_stats,
@@ -461,6 +467,22 @@ impl CacheEngine {
         }))
     }
 
+    /// The core, exclusively, with every hit served under the read lock since it was last held
+    /// so applied first: the only way to the write lock.
+    fn core_mut(&self) -> RwLockWriteGuard<'_, Core> {
+        let mut core = self
+            .core
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let core_ref = &mut *core;
+        self.pending_hits.apply(|used, seconds| {
+            core_ref.node.count_hit(used);
+            self.metrics.hits.inc();
+            self.metrics.observe_op("get", seconds);
+        });
+        core
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.config.name
@@ -474,7 +496,7 @@ impl CacheEngine {
     /// The line state changes recorded so far (`None` unless started with
     /// `record_transitions`).
     pub fn transitions(&self) -> Option<CacheTransitions> {
-        let core = lock(&self.core);
+        let core = self.core_mut();
         core.journal.as_ref().map(|journal| CacheTransitions {
             transitions: journal.entries.clone(),
             dropped: journal.dropped,
@@ -633,7 +655,7 @@ impl CacheEngine {
         // holds, and then shrink that view step by step to its own side. Cut off, it loses its
         // quorum within a lease, long before it suspects anyone. (The boot view has no leases:
         // there the detector's majority of the seeds decides.)
-        let may_issue = current.epoch() == 0 || self.quorate(&lock(&self.core));
+        let may_issue = current.epoch() == 0 || self.quorate(&self.core_mut());
         let proposal = if may_issue {
             lock(&self.detector).proposal(&current, now)
         } else {
@@ -746,7 +768,7 @@ impl CacheEngine {
         call: impl FnOnce(&mut Core, &CacheMetrics) -> (R, Vec<Outbound>),
     ) -> R {
         let (result, remote, epoch) = {
-            let mut core = lock(&self.core);
+            let mut core = self.core_mut();
             let (result, out) = call(&mut core, &self.metrics);
             // Node and directory adopt views together, under this lock.
             let epoch = core.node.epoch();
@@ -892,7 +914,7 @@ impl CacheEngine {
         let mut quorum = self.quorum.subscribe();
         loop {
             {
-                let core = lock(&self.core);
+                let core = self.core_mut();
                 if ready(&core) {
                     return Ok(true);
                 }
@@ -953,7 +975,7 @@ impl CacheEngine {
                     lock(&self.detector).left(&sender, incarnation);
                 }
                 PeerMessage::LineStateQuery { query, key } => {
-                    let state = lock(&self.core).node.state_of(&key);
+                    let state = self.core_mut().node.state_of(&key);
                     lock(&self.transport)
                         .send(from.0, PeerMessage::LineStateAnswer { query, state });
                 }
@@ -970,6 +992,15 @@ impl CacheEngine {
     /// node dies later: the survivors take over its keys).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.is_serving() && self.has_quorum()
+    }
+
+    /// Waits until the node [`is_ready`](CacheEngine::is_ready) (for an embedding program
+    /// that serves only once it can); false if it is not by `limit`.
+    pub async fn until_ready(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        self.await_core(deadline, |_| self.is_ready(), |_| false)
+            .await
+            .is_ok()
     }
 
     /// Runs one read, write or delete; answers within `op_timeout` (waiting for a quorum,
@@ -1057,23 +1088,30 @@ impl CacheEngine {
     /// that a reply can be built from it without taking a reference on the value (one more
     /// cache line touched per hit, and two atomic operations). `serve` runs with every other
     /// operation of the node waiting: it should copy, not compute.
-    pub fn read_hit_with<R>(&self, key: &Key, serve: impl FnOnce(&LineData) -> R) -> Option<R> {
+    pub fn read_hit_with<R>(&self, key: &[u8], serve: impl FnOnce(&LineData) -> R) -> Option<R> {
         if self.shutting_down.load(Ordering::Relaxed) || !self.is_serving() {
             return None;
         }
         let started_at = Instant::now();
-        let served = {
-            let mut core = lock(&self.core);
+        let (served, stripe_full) = {
+            let core = self
+                .core
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
             // Behind the clock (just resumed from a pause), the leases may have run out
             // unseen: the slow path catches up first.
             if self.ticks_due(started_at) > core.ticks_done + 1 || !self.quorate(&core) {
                 return None;
             }
-            core.node.read_hit_with(key, serve)?
+            let (served, used) = core.node.peek_hit_with(key, serve)?;
+            let stripe_full = self
+                .pending_hits
+                .note(used, started_at.elapsed().as_secs_f64());
+            (served, stripe_full)
         };
-        self.metrics.hits.inc();
-        self.metrics
-            .observe_op("get", started_at.elapsed().as_secs_f64());
+        if stripe_full {
+            drop(self.core_mut());
+        }
         Some(served)
     }
 
@@ -1141,7 +1179,7 @@ impl CacheEngine {
             Ok(Err(_)) => Err(EngineError::ShuttingDown),
             Err(_) => {
                 let withdrawn = {
-                    let mut core = lock(&self.core);
+                    let mut core = self.core_mut();
                     core.waiters.remove(&op);
                     core.node.withdraw(op)
                 };
@@ -1162,7 +1200,7 @@ impl CacheEngine {
 
     /// The state of this node's copy of `key`.
     pub fn local_state(&self, key: &Key) -> LineState {
-        lock(&self.core).node.state_of(key)
+        self.core_mut().node.state_of(key)
     }
 
     /// Every member's state of `key` (`None` for a member that did not answer in time), by
@@ -1205,7 +1243,7 @@ impl CacheEngine {
 
     /// Store occupancy and pending work: `(lines, bytes, directory entries, transactions)`.
     pub fn occupancy(&self) -> (usize, usize, usize, usize) {
-        let core = lock(&self.core);
+        let core = self.core_mut();
         (
             core.node.store().len(),
             core.node.store().bytes(),

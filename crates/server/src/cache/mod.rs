@@ -12,6 +12,7 @@ mod key;
 mod membership;
 mod metrics;
 mod openapi;
+mod pending_hits;
 mod resp;
 mod routes;
 
@@ -25,7 +26,7 @@ pub use membership::{
 };
 pub use metrics::CacheMetrics;
 pub use openapi::openapi_document;
-pub use resp::{RespError, parse_command, serve_resp};
+pub use resp::{RespError, RespLane, accept_resp, parse_command};
 pub use routes::{router, stats_of};
 
 use std::future::Future;

@@ -13,11 +13,12 @@ use super::busy_poll::BusyPoll;
 use super::engine::{CacheEngine, CacheOp, EngineError};
 use super::key::validate_key;
 use super::routes::stats_of;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use distsync_cache::{CacheError, OpResult};
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,43 +203,111 @@ fn engine_error(out: &mut Vec<u8>, failure: EngineError) {
     error(out, &format!("{prefix} {failure}"));
 }
 
-/// Accepts RESP connections until the task is aborted. Runs on a current-thread runtime of
-/// its own (one per `--resp-threads`): replies are held back to the end of the scheduler's
-/// round, and with a non-zero `busy_poll` window the thread keeps polling its sockets after a
-/// request (`busy_poll.rs`), both of which assume the thread serves only this listener.
-pub async fn serve_resp(listener: TcpListener, engine: Arc<CacheEngine>, busy_poll: Duration) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "RESP listener serving");
-    }
-    let busy_poll = BusyPoll::new(busy_poll);
-    // The poller runs inside this task, so it stops when the listener does.
-    tokio::join!(
-        accept_connections(listener, engine, Arc::clone(&busy_poll)),
-        busy_poll.run()
-    );
-}
-
-async fn accept_connections(
-    listener: TcpListener,
+/// One RESP event loop: a current-thread runtime of its own (one per `--resp-threads`) that
+/// serves the connections [`accept_resp`] hands it. Replies are held back to the end of the
+/// scheduler's round, and with a non-zero busy-poll window the thread keeps polling its sockets
+/// after a request (`busy_poll.rs`); both assume the thread serves only its own connections.
+#[derive(Debug, Clone)]
+pub struct RespLane {
+    runtime: tokio::runtime::Handle,
     engine: Arc<CacheEngine>,
     busy_poll: Arc<BusyPoll>,
-) {
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(failure) => {
-                tracing::warn!(error = %failure, "RESP accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let engine = Arc::clone(&engine);
-        let busy_poll = Arc::clone(&busy_poll);
-        tokio::spawn(async move {
-            if let Err(failure) = serve_connection(stream, engine, busy_poll).await {
+    /// Connections this lane serves now.
+    open: Arc<AtomicUsize>,
+}
+
+impl RespLane {
+    /// A lane on the current-thread runtime `runtime`, whose thread must then run
+    /// [`RespLane::run`].
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        engine: Arc<CacheEngine>,
+        busy_poll: Duration,
+    ) -> Self {
+        Self {
+            runtime,
+            engine,
+            busy_poll: BusyPoll::new(busy_poll),
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many connections this lane serves now.
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the lane's runtime serving, and runs its busy poller; never returns. The lane's
+    /// thread blocks on this, or on a future that includes it: the runtime's connections run
+    /// only while the thread is inside its `block_on`.
+    pub async fn run(&self) {
+        Arc::clone(&self.busy_poll).run().await;
+        std::future::pending::<()>().await;
+    }
+
+    /// Serves `stream` on this lane's thread.
+    fn serve(&self, stream: std::net::TcpStream, remote: std::net::SocketAddr) {
+        let engine = Arc::clone(&self.engine);
+        let busy_poll = Arc::clone(&self.busy_poll);
+        let open = OpenConnection::new(&self.open);
+        self.runtime.spawn(async move {
+            // Registered with the lane's own reactor, so its readiness wakes only that thread.
+            let served = match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(stream, engine, busy_poll).await,
+                Err(failure) => Err(failure),
+            };
+            drop(open);
+            if let Err(failure) = served {
                 tracing::debug!(%remote, error = %failure, "RESP connection closed");
             }
         });
+    }
+}
+
+/// One connection in a lane's count, for as long as its task lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts RESP connections until the task is aborted, and deals them to `lanes` in turn.
+///
+/// Dealt, not taken: with every lane accepting on the same socket, the lane that happened to be
+/// awake took each new connection, and `redis-benchmark`'s 50 connections all landed on one of
+/// two threads (docs/performance/cache.md, "2026-12-05 morning"). Turn by turn, each lane gets
+/// its share whatever the clients' ports hash to, which `SO_REUSEPORT` does not promise.
+pub async fn accept_resp(listener: TcpListener, lanes: Vec<RespLane>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, lanes = lanes.len(), "RESP listener serving");
+    }
+    if lanes.is_empty() {
+        tracing::error!("RESP listener has no lane to serve its connections");
+        return;
+    }
+    for turn in (0..lanes.len()).cycle() {
+        let (stream, remote) = loop {
+            match listener.accept().await {
+                Ok(accepted) => break accepted,
+                Err(failure) => {
+                    tracing::warn!(error = %failure, "RESP accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        match stream.into_std() {
+            Ok(stream) => lanes[turn].serve(stream, remote),
+            Err(failure) => tracing::warn!(%remote, error = %failure, "RESP connection lost"),
+        }
     }
 }
 
@@ -251,19 +320,21 @@ async fn serve_connection(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(16 * 1024);
     let mut ranges = Vec::new();
-    let mut args = Vec::new();
     loop {
         let mut close = false;
         loop {
             match parse_ranges(&input, &mut ranges) {
                 Ok(Some(used)) => {
-                    // The arguments are slices of the frame; whatever the node keeps (a key or
-                    // value it stores) is copied out by `execute`, so no stored line pins a
-                    // read buffer.
-                    let frame = input.split_to(used).freeze();
-                    args.clear();
-                    args.extend(ranges.iter().map(|range| frame.slice(range.clone())));
-                    if !args.is_empty() && execute(&engine, &args, &mut out).await {
+                    // The arguments are read in place; whatever the node keeps (a key or value
+                    // it stores) is copied out by `execute`. Slicing them as `Bytes` cost an
+                    // atomic reference count per argument, a few percent of a pipelined GET.
+                    let args = Args {
+                        frame: &input[..used],
+                        ranges: &ranges,
+                    };
+                    let quit = !args.is_empty() && execute(&engine, &args, &mut out).await;
+                    input.advance(used);
+                    if quit {
                         close = true;
                         break;
                     }
@@ -302,12 +373,43 @@ async fn serve_connection(
 }
 
 /// A copy of an argument that the node may keep, detached from the connection's read buffer.
-fn owned(arg: &Bytes) -> Bytes {
+fn owned(arg: &[u8]) -> Bytes {
     Bytes::copy_from_slice(arg)
 }
 
+/// One command's arguments, in place in the read buffer.
+struct Args<'a> {
+    frame: &'a [u8],
+    ranges: &'a [Range<usize>],
+}
+
+impl Args<'_> {
+    fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The arguments from the `first`.
+    fn from(&self, first: usize) -> impl Iterator<Item = &[u8]> {
+        self.ranges[first..]
+            .iter()
+            .map(|range| &self.frame[range.clone()])
+    }
+}
+
+impl std::ops::Index<usize> for Args<'_> {
+    type Output = [u8];
+
+    fn index(&self, index: usize) -> &[u8] {
+        &self.frame[self.ranges[index].clone()]
+    }
+}
+
 /// Runs one command, appending its reply. Returns true when the connection should close.
-async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -> bool {
+async fn execute(engine: &Arc<CacheEngine>, args: &Args<'_>, out: &mut Vec<u8>) -> bool {
     // Command names are short; a longer word is no command, and stays unmatched (empty).
     let mut upper = [0u8; 16];
     let name = match args[0].len() {
@@ -392,11 +494,11 @@ async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -
                 arity(2, out);
                 return false;
             }
-            if !args[1..].iter().all(|key| valid_key(key, out)) {
+            if !args.from(1).all(|key| valid_key(key, out)) {
                 return false;
             }
             let mut count = 0;
-            for key in &args[1..] {
+            for key in args.from(1) {
                 match engine.execute(CacheOp::Get(owned(key))).await {
                     Ok(OpResult::Read(data)) if data.value.is_some() => count += 1,
                     Ok(_) => {}
@@ -449,7 +551,7 @@ async fn execute(engine: &Arc<CacheEngine>, args: &[Bytes], out: &mut Vec<u8>) -
         b"CLIENT" => out.extend_from_slice(b"+OK\r\n"),
         b"SELECT" => {
             if arity(2, out) {
-                if args[1].as_ref() == b"0" {
+                if &args[1] == b"0" {
                     out.extend_from_slice(b"+OK\r\n");
                 } else {
                     error(
@@ -502,6 +604,84 @@ fn info(engine: &CacheEngine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node that was never started: enough for commands that do not touch the cache.
+    fn idle_engine() -> Arc<CacheEngine> {
+        use super::super::{BackingStore, CacheClusterSpec, EngineConfig, Membership};
+        let spec: CacheClusterSpec = "c1=127.0.0.1:1/127.0.0.1:2".parse().unwrap();
+        let membership = Membership::new(spec.members.clone(), &spec.members[0]).unwrap();
+        let config = EngineConfig {
+            name: "c1".into(),
+            core: distsync_cache::CacheConfig::default(),
+            tick: Duration::from_millis(10),
+            op_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+            failure_timeout: Duration::from_secs(1),
+            ignore_quorum: false,
+            record_transitions: false,
+        };
+        let backing = BackingStore::open("memory", Duration::from_secs(1)).unwrap();
+        CacheEngine::new(config, membership, backing).unwrap()
+    }
+
+    /// Sends PING on `client` and waits for PONG: the connection is then served by a lane.
+    fn ping(client: &mut std::net::TcpStream) {
+        use std::io::{Read, Write};
+        client.write_all(b"PING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+PONG\r\n");
+    }
+
+    #[test]
+    fn connections_are_dealt_to_the_lanes_in_turn() {
+        // Three threads, as `serve cache` runs them: two lanes, and an acceptor on the first.
+        let engine = idle_engine();
+        let runtimes: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let lanes: Vec<_> = runtimes
+            .iter()
+            .map(|runtime| {
+                RespLane::new(
+                    runtime.handle().clone(),
+                    Arc::clone(&engine),
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut acceptor = Some((listener, lanes.clone()));
+        for (runtime, lane) in runtimes.into_iter().zip(lanes.clone()) {
+            let acceptor = acceptor.take();
+            std::thread::spawn(move || {
+                runtime.block_on(async move {
+                    match acceptor {
+                        Some((listener, lanes)) => {
+                            let listener = TcpListener::from_std(listener).unwrap();
+                            tokio::join!(accept_resp(listener, lanes), lane.run());
+                        }
+                        None => lane.run().await,
+                    }
+                });
+            });
+        }
+        let mut clients: Vec<_> = (0..6)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for client in &mut clients {
+            ping(client);
+        }
+        let counts: Vec<usize> = lanes.iter().map(RespLane::connections).collect();
+        assert_eq!(counts, [3, 3], "connections per lane");
+    }
 
     fn parsed(input: &[u8]) -> (Vec<Bytes>, usize) {
         parse_command(input).unwrap().unwrap()
