@@ -33,8 +33,9 @@ use crate::types::{DirectorySeq, Key, LineData, NodeId, OpId, TxnId, Value, Vers
 /// Chooses the home node of a key. Implemented for closures; the server uses the consistent-hash
 /// ring, tests use a fixed map.
 pub trait HomeSelector {
-    /// The home of `key` among the current members. Must be the same on every node that has
-    /// the same members.
+    /// The home of `key` among the current members: one of them (a node whose every member's
+    /// lease is valid serves a hit without asking, see [`CacheNode::lease_valid_for`]). Must be
+    /// the same on every node that has the same members.
     fn home_of(&self, key: &[u8]) -> NodeId;
 
     /// The membership changed: a selector that depends on it (a ring) rebuilds itself from

@@ -311,40 +311,65 @@ fn spawn_resp_threads(
     busy_poll: Duration,
 ) -> anyhow::Result<()> {
     use distsync_server::cache::{RespLane, accept_resp};
-    let mut runtimes = Vec::new();
-    let mut lanes = Vec::new();
-    for _ in 0..threads.max(1) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .context("starting a RESP runtime")?;
-        lanes.push(RespLane::new(
-            runtime.handle().clone(),
-            std::sync::Arc::clone(&engine),
-            busy_poll,
-        ));
-        runtimes.push(runtime);
-    }
-    let mut acceptor = Some((listener, lanes.clone()));
-    for (index, (runtime, lane)) in runtimes.into_iter().zip(lanes).enumerate() {
-        let acceptor = acceptor.take();
+    type Start = (RespLane, Option<(std::net::TcpListener, Vec<RespLane>)>);
+    // Each runtime is built on, and never leaves, its own thread: a runtime dropped here, on
+    // the main runtime, would panic ("cannot drop a runtime in a context where blocking is not
+    // allowed"). A thread whose start never comes (a later thread failed) just returns.
+    let mut starts = Vec::new();
+    let mut handles = Vec::new();
+    for index in 0..threads.max(1) {
+        let (handle_sender, handle_receiver) = std::sync::mpsc::channel();
+        let (start_sender, start_receiver) = std::sync::mpsc::channel::<Start>();
         std::thread::Builder::new()
             .name(format!("resp-{index}"))
             .spawn(move || {
-                runtime.block_on(async move {
-                    let Some((listener, lanes)) = acceptor else {
-                        return lane.run().await;
-                    };
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            tokio::join!(accept_resp(listener, lanes), lane.run());
-                        }
-                        Err(failure) => tracing::error!(error = %failure, "RESP listener unusable"),
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(failure) => {
+                        let _ = handle_sender.send(Err(failure));
+                        return;
                     }
+                };
+                let _ = handle_sender.send(Ok(runtime.handle().clone()));
+                let Ok((lane, acceptor)) = start_receiver.recv() else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    if let Some((listener, lanes)) = acceptor {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                tokio::join!(accept_resp(listener, lanes), lane.run());
+                                return;
+                            }
+                            Err(failure) => {
+                                tracing::error!(error = %failure, "RESP listener unusable");
+                            }
+                        }
+                    }
+                    lane.run().await
                 });
             })
             .context("starting a RESP thread")?;
+        let handle = handle_receiver
+            .recv()
+            .context("a RESP thread ended before its runtime started")?
+            .context("starting a RESP runtime")?;
+        handles.push(handle);
+        starts.push(start_sender);
+    }
+    let lanes: Vec<RespLane> = handles
+        .into_iter()
+        .map(|handle| RespLane::new(handle, std::sync::Arc::clone(&engine), busy_poll))
+        .collect();
+    let mut acceptor = Some((listener, lanes.clone()));
+    for (start, lane) in starts.into_iter().zip(lanes) {
+        start
+            .send((lane, acceptor.take()))
+            .map_err(|_| anyhow::anyhow!("a RESP thread ended before it started serving"))?;
     }
     Ok(())
 }

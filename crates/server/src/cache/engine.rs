@@ -1,5 +1,6 @@
 //! The IO shell around one node's protocol core: its [`CacheNode`] and the [`Directory`] of the
-//! keys it homes, behind one std mutex that is held only while the core runs. Effects the core
+//! keys it homes, behind one std `RwLock`: GET hits share it for reading, everything else holds
+//! it for writing, only while the core runs. Effects the core
 //! returns are carried out after the lock is released — messages through the peer transport,
 //! backing-store requests on spawned tasks whose answers go back into the directory — except
 //! the two that are themselves core calls or trivial: messages to this node itself (delivered
@@ -1086,8 +1087,8 @@ impl CacheEngine {
 
     /// [`CacheEngine::read_hit`] that hands the line's data to `serve` under the core lock, so
     /// that a reply can be built from it without taking a reference on the value (one more
-    /// cache line touched per hit, and two atomic operations). `serve` runs with every other
-    /// operation of the node waiting: it should copy, not compute.
+    /// cache line touched per hit, and two atomic operations). `serve` runs under the read lock,
+    /// with every write to the node waiting: it should copy, not compute.
     pub fn read_hit_with<R>(&self, key: &[u8], serve: impl FnOnce(&LineData) -> R) -> Option<R> {
         if self.shutting_down.load(Ordering::Relaxed) || !self.is_serving() {
             return None;

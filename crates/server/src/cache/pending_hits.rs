@@ -9,10 +9,10 @@
 //! core exclusively applies every stripe first, or the thread itself once its stripe holds
 //! [`HITS_PER_STRIPE_MAX`].
 //!
-//! Nothing reads or changes the core between a hit and the write lock that applies it, so each
+//! Nothing changes the core between a hit and the write lock that applies it, so each
 //! noted use still names the line it was found in, every eviction is decided with all earlier
-//! hits counted, and the counters are exact whenever read under the core (`/metrics` and
-//! `/v1/stats` do). Within one batch, hits on different threads are applied stripe by stripe,
+//! hits counted, and the counters count every hit that finished before the core was last held
+//! exclusively (`/metrics` and `/v1/stats` take it first). Within one batch, hits on different threads are applied stripe by stripe,
 //! not in the order they happened: concurrent reads have no order to keep.
 
 use distsync_cache::EntryUse;

@@ -31,7 +31,7 @@ const BULK_BYTES_MAX: usize = 8 << 20;
 const LINE_BYTES_MAX: usize = 64 * 1024;
 
 /// Largest value a GET hit copies into its reply under the node's core lock; a larger one is
-/// referenced there and copied after the lock is released, so that no other request waits
+/// referenced there and copied after the lock is released, so that no write to the node waits
 /// behind a long copy.
 const COPY_UNDER_LOCK_BYTES_MAX: usize = 4096;
 /// RESP2's null bulk string: what GET answers for an absent key.
