@@ -1,10 +1,10 @@
 //! The IO shell around one node's protocol core: its [`CacheNode`] and the [`Directory`] of the
 //! keys it homes, behind one std `RwLock`: GET hits share it for reading, everything else holds
-//! it for writing, only while the core runs. Effects the core
-//! returns are carried out after the lock is released — messages through the peer transport,
-//! backing-store requests on spawned tasks whose answers go back into the directory — except
-//! the two that are themselves core calls or trivial: messages to this node itself (delivered
-//! at once, in order) and completions (handed to the waiting request's oneshot).
+//! it for writing, only while the core runs. Effects the core returns are carried out after the
+//! lock is released — messages through the peer transport, backing-store requests on spawned
+//! tasks whose answers go back into the directory — except the two that are themselves core
+//! calls or trivial: messages to this node itself (delivered at once, in order) and
+//! completions (handed to the waiting request's oneshot).
 //!
 //! A request whose transaction cannot finish (its home or the owner of the only copy is dead
 //! or cut off) is answered `node_unavailable` after `op_timeout`, and withdrawn from the core

@@ -12,8 +12,9 @@
 //! Nothing changes the core between a hit and the write lock that applies it, so each
 //! noted use still names the line it was found in, every eviction is decided with all earlier
 //! hits counted, and the counters count every hit that finished before the core was last held
-//! exclusively (`/metrics` and `/v1/stats` take it first). Within one batch, hits on different threads are applied stripe by stripe,
-//! not in the order they happened: concurrent reads have no order to keep.
+//! exclusively (`/metrics` and `/v1/stats` take it first). Within one batch, hits on different
+//! threads are applied stripe by stripe, not in the order they happened: concurrent reads have
+//! no order to keep.
 
 use distsync_cache::EntryUse;
 use std::sync::Mutex;
@@ -78,13 +79,16 @@ impl PendingHits {
     pub(crate) fn note(&self, used: EntryUse, seconds: f64) -> bool {
         let index = this_threads_stripe();
         let mut stripe = lock(&self.stripes[index]);
-        if stripe.uses.is_empty() {
-            // Ordered before the writer's load by the core's lock (read unlock, write lock).
-            self.noted.fetch_or(1 << index, Ordering::Relaxed);
-        }
         stripe.uses.push(used);
         stripe.seconds.push(seconds);
-        stripe.uses.len() >= HITS_PER_STRIPE_MAX
+        let full = stripe.uses.len() >= HITS_PER_STRIPE_MAX;
+        // Marked at the first hit, and again when full: a stripe whose mark an interrupted
+        // `apply` cleared is still emptied by the write lock its thread takes next.
+        // Ordered before the writer's load by the core's lock (read unlock, write lock).
+        if stripe.uses.len() == 1 || full {
+            self.noted.fetch_or(1 << index, Ordering::Relaxed);
+        }
+        full
     }
 
     /// Hands every noted hit to `apply` and forgets it. Called under the core's write lock,
