@@ -203,3 +203,79 @@ fn a_node_has_a_quorum_only_while_a_majority_of_its_view_confirms_its_lease() {
     node.set_members(2, [2, 3].map(NodeId).to_vec());
     assert!(!node.has_quorum(), "not a member");
 }
+
+#[test]
+fn each_key_lease_follows_its_own_home_when_homes_answer_at_different_times() {
+    // Proves `lease_valid_for` against a model of one lease per home, at every tick: it agrees
+    // whether every home's lease is valid (the node's shortcut), one has lapsed (the shortcut
+    // must not answer for the others), or none is. A shortcut that outlived its
+    // shortest lease, or that survived a view change, would serve a key whose home went quiet.
+    const SELF: NodeId = NodeId(1);
+    const HOME_A: NodeId = NodeId(10);
+    const HOME_B: NodeId = NodeId(11);
+    fn home_of(key: &[u8]) -> NodeId {
+        if key.starts_with(b"a") {
+            HOME_A
+        } else {
+            HOME_B
+        }
+    }
+    let config = lease_config();
+    let lease_ticks = config.lease_ticks;
+    let mut node: CacheNode<fn(&[u8]) -> NodeId> = CacheNode::new(
+        SELF,
+        config,
+        home_of as fn(&[u8]) -> NodeId,
+        vec![SELF, HOME_A, HOME_B],
+    )
+    .expect("valid config");
+    let keys = [Key::from("a-key"), Key::from("b-key")];
+    // The send tick of the newest heartbeat each member answered; HOME_B goes quiet from tick
+    // 30 to tick 60, and every member from tick 90.
+    let mut answered: std::collections::BTreeMap<NodeId, u64> = Default::default();
+    let mut checked_all_valid = 0;
+    let mut checked_one_lapsed = 0;
+    for now in 1..=130u64 {
+        for outbound in node.tick() {
+            let distsync_cache::Outbound::Send {
+                to,
+                message: CoherenceMessage::Heartbeat { sent_tick },
+            } = outbound
+            else {
+                continue;
+            };
+            let quiet = now >= 90 || (to == HOME_B && (30..60).contains(&now));
+            if !quiet {
+                node.on_message(to, CoherenceMessage::HeartbeatAck { sent_tick });
+                answered.insert(to, sent_tick);
+            }
+        }
+        if now == 70 {
+            // A new view: every lease starts over, the shortcut with them.
+            node.set_members(1, vec![SELF, HOME_A, HOME_B]);
+            answered.clear();
+        }
+        let valid = |home: NodeId| {
+            answered
+                .get(&home)
+                .is_some_and(|sent| now < sent + lease_ticks)
+        };
+        for key in &keys {
+            assert_eq!(
+                node.lease_valid_for(key),
+                valid(home_of(key)),
+                "tick {now}, key {key:?}"
+            );
+        }
+        match (valid(HOME_A), valid(HOME_B)) {
+            (true, true) => checked_all_valid += 1,
+            (true, false) => checked_one_lapsed += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        checked_all_valid > 0 && checked_one_lapsed > 0,
+        "both cases were checked: {checked_all_valid} ticks with every lease, \
+         {checked_one_lapsed} with one lapsed"
+    );
+}

@@ -297,7 +297,7 @@ pub fn run(args: CacheServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serves the RESP port on `threads` threads, each with a single-threaded runtime serving its
-/// own connections (dealt in turn by an accept loop on the first), the way redis-server runs
+/// own connections (handed out by an accept loop on the first, to the least busy), the way redis-server runs
 /// its event loop, times the cores. A GET hit is a few microseconds of work between two
 /// syscalls; spread over the main runtime's work-stealing workers, the wake-ups of other
 /// workers and the shared run queues cost more per request than the lookup itself: paired

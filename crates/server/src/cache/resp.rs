@@ -18,7 +18,7 @@ use distsync_cache::{CacheError, OpResult};
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -214,6 +214,9 @@ pub struct RespLane {
     busy_poll: Arc<BusyPoll>,
     /// Connections this lane serves now.
     open: Arc<AtomicUsize>,
+    /// Cleared when the lane's thread stops running [`RespLane::run`]: its runtime is gone
+    /// with it, and a connection handed to it would be dropped unanswered.
+    serving: Arc<AtomicBool>,
 }
 
 impl RespLane {
@@ -229,6 +232,7 @@ impl RespLane {
             engine,
             busy_poll: BusyPoll::new(busy_poll),
             open: Arc::new(AtomicUsize::new(0)),
+            serving: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -240,9 +244,19 @@ impl RespLane {
     /// Keeps the lane's runtime serving, and runs its busy poller; never returns. The lane's
     /// thread blocks on this, or on a future that includes it: the runtime's connections run
     /// only while the thread is inside its `block_on`.
+    ///
+    /// The one way out is a panic in the future the thread blocks on (its tasks' panics stay
+    /// in those tasks). Dropping this future then marks the lane as no longer serving, so
+    /// [`accept_resp`] stops handing it connections.
     pub async fn run(&self) {
+        let _stopped_on_drop = StopServing(Arc::clone(&self.serving));
         Arc::clone(&self.busy_poll).run().await;
         std::future::pending::<()>().await;
+    }
+
+    /// Whether the lane's thread still runs [`RespLane::run`].
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
     }
 
     /// Serves `stream` on this lane's thread.
@@ -264,6 +278,16 @@ impl RespLane {
     }
 }
 
+/// Marks a lane as no longer serving when its [`RespLane::run`] future is dropped.
+struct StopServing(Arc<AtomicBool>);
+
+impl Drop for StopServing {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+        tracing::error!("a RESP thread stopped; its connections are closed and it gets no more");
+    }
+}
+
 /// One connection in a lane's count, for as long as its task lives.
 struct OpenConnection(Arc<AtomicUsize>);
 
@@ -280,12 +304,13 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Accepts RESP connections until the task is aborted, and deals them to `lanes` in turn.
+/// Accepts RESP connections until the task is aborted, and deals each to the serving lane
+/// with the fewest open connections (ties go to the next lane in turn).
 ///
 /// Dealt, not taken: with every lane accepting on the same socket, the lane that happened to be
 /// awake took each new connection, and `redis-benchmark`'s 50 connections all landed on one of
-/// two threads (docs/performance/cache.md, "2026-12-05 morning"). Turn by turn, each lane gets
-/// its share whatever the clients' ports hash to, which `SO_REUSEPORT` does not promise.
+/// two threads (docs/performance/cache.md, "2026-12-05 morning"). Counting open connections,
+/// not turns, keeps the lanes even when clients close some connections and open others.
 pub async fn accept_resp(listener: TcpListener, lanes: Vec<RespLane>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, lanes = lanes.len(), "RESP listener serving");
@@ -294,21 +319,36 @@ pub async fn accept_resp(listener: TcpListener, lanes: Vec<RespLane>) {
         tracing::error!("RESP listener has no lane to serve its connections");
         return;
     }
-    for turn in (0..lanes.len()).cycle() {
-        let (stream, remote) = loop {
-            match listener.accept().await {
-                Ok(accepted) => break accepted,
-                Err(failure) => {
-                    tracing::warn!(error = %failure, "RESP accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+    let mut next_turn = 0;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(failure) => {
+                tracing::warn!(error = %failure, "RESP accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
         };
+        let Some(lane) = least_busy_lane(&lanes, next_turn) else {
+            // Dropping the listener makes clients' connects fail, which they notice.
+            tracing::error!("no RESP thread is serving; the RESP listener closes");
+            return;
+        };
+        next_turn = (lane + 1) % lanes.len();
         match stream.into_std() {
-            Ok(stream) => lanes[turn].serve(stream, remote),
+            Ok(stream) => lanes[lane].serve(stream, remote),
             Err(failure) => tracing::warn!(%remote, error = %failure, "RESP connection lost"),
         }
     }
+}
+
+/// The index of the serving lane with the fewest open connections, looking from `first_turn`
+/// onwards so that ties rotate; `None` when no lane serves.
+fn least_busy_lane(lanes: &[RespLane], first_turn: usize) -> Option<usize> {
+    (0..lanes.len())
+        .map(|offset| (first_turn + offset) % lanes.len())
+        .filter(|&index| lanes[index].is_serving())
+        .min_by_key(|&index| lanes[index].connections())
 }
 
 async fn serve_connection(
@@ -633,9 +673,10 @@ mod tests {
         assert_eq!(&reply, b"+PONG\r\n");
     }
 
-    #[test]
-    fn connections_are_dealt_to_the_lanes_in_turn() {
-        // Three threads, as `serve cache` runs them: two lanes, and an acceptor on the first.
+    /// Two lanes on threads of their own, as `serve cache` runs them, with the acceptor on the
+    /// first. With `second_dies`, the second lane's thread panics once it runs its lane, and
+    /// this returns after that thread has ended.
+    fn serve_on_two_lanes(second_dies: bool) -> (std::net::SocketAddr, Vec<RespLane>) {
         let engine = idle_engine();
         let runtimes: Vec<_> = (0..2)
             .map(|_| {
@@ -659,28 +700,80 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut acceptor = Some((listener, lanes.clone()));
+        let mut threads = Vec::new();
         for (runtime, lane) in runtimes.into_iter().zip(lanes.clone()) {
             let acceptor = acceptor.take();
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 runtime.block_on(async move {
                     match acceptor {
                         Some((listener, lanes)) => {
                             let listener = TcpListener::from_std(listener).unwrap();
                             tokio::join!(accept_resp(listener, lanes), lane.run());
                         }
+                        None if second_dies => {
+                            let dies = async {
+                                tokio::task::yield_now().await;
+                                panic!("the lane's thread dies (on purpose)");
+                            };
+                            tokio::join!(lane.run(), dies);
+                        }
                         None => lane.run().await,
                     }
                 });
-            });
+            }));
         }
-        let mut clients: Vec<_> = (0..6)
+        if second_dies {
+            let second = threads.pop().unwrap();
+            assert!(second.join().is_err(), "the second lane's thread panicked");
+        }
+        (addr, lanes)
+    }
+
+    fn connect_and_ping(addr: std::net::SocketAddr, count: usize) -> Vec<std::net::TcpStream> {
+        let mut clients: Vec<_> = (0..count)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
         for client in &mut clients {
             ping(client);
         }
-        let counts: Vec<usize> = lanes.iter().map(RespLane::connections).collect();
-        assert_eq!(counts, [3, 3], "connections per lane");
+        clients
+    }
+
+    fn open_per_lane(lanes: &[RespLane]) -> Vec<usize> {
+        lanes.iter().map(RespLane::connections).collect()
+    }
+
+    #[test]
+    fn connections_go_to_the_lane_serving_fewest() {
+        let (addr, lanes) = serve_on_two_lanes(false);
+        let clients = connect_and_ping(addr, 6);
+        assert_eq!(open_per_lane(&lanes), [3, 3], "connections per lane");
+        // Ties rotate, so clients 0, 2 and 4 went to the first lane. Once they are closed, the
+        // next three connections go there too; dealt in turn, the second lane would get two.
+        let (_kept, closed): (Vec<_>, Vec<_>) = clients
+            .into_iter()
+            .enumerate()
+            .partition(|(index, _)| index % 2 == 1);
+        drop(closed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open_per_lane(&lanes)[0] > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "closed connections still counted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _more = connect_and_ping(addr, 3);
+        assert_eq!(open_per_lane(&lanes), [3, 3], "connections per lane");
+    }
+
+    #[test]
+    fn a_lane_whose_thread_died_gets_no_connections() {
+        let (addr, lanes) = serve_on_two_lanes(true);
+        assert!(lanes[0].is_serving() && !lanes[1].is_serving());
+        // Every connection is answered: none was handed to the dead lane.
+        let _clients = connect_and_ping(addr, 4);
+        assert_eq!(open_per_lane(&lanes), [4, 0], "connections per lane");
     }
 
     fn parsed(input: &[u8]) -> (Vec<Bytes>, usize) {
