@@ -4,7 +4,9 @@
 #   1. load: 1 node vs 3 nodes (in-memory backing store) with `distsync bench cache`, read-heavy
 #      (95/5) and write-heavy (50/50) Zipf(1.0) loads over HTTP;
 #   2. redis-benchmark -t get,set against a cache node's RESP port (1 and 3 nodes) and against a
-#      real redis-server, then -t get pipelined 16 deep (-P 16) against both;
+#      real redis-server, then -t get pipelined 16 deep (-P 16) against both; then -t get with
+#      every core busy: a node on one RESP thread per core against redis-server, and
+#      redis-benchmark on as many threads (scenario redis-benchmark-get-threadsN);
 #   3. hit-ratio: one node, read-only Zipf load over HIT_KEYS keys, capacity at 1..100 % of them,
 #      --policy lru and lfu (hit ratio from the node's /v1/stats deltas);
 #   4. coherence: 3 and 5 nodes, `bench cache --mode coherence` with 0..N-1 sharers per write
@@ -73,12 +75,13 @@ print(json.dumps(record))
 PY
 }
 
-start_cache() { # $1 = nodes, $2 = capacity (default 100000), $3 = policy (default lru)
-    local n=$1 capacity=${2:-100000} policy=${3:-lru} spec="" i
+start_cache() { # $1 = nodes, $2 = capacity (default 100000), $3 = policy (default lru), $4 = RESP threads (default: the node's)
+    local n=$1 capacity=${2:-100000} policy=${3:-lru} spec="" i resp_threads=()
+    [ -z "${4:-}" ] || resp_threads=(--resp-threads "$4")
     for i in $(seq 1 "$n"); do spec+="${spec:+,}c$i=127.0.0.1:$((base + i))/127.0.0.1:$((base + 100 + i))"; done
     for i in $(seq 1 "$n"); do
         "$bin" --log warn serve cache --id "c$i" --cluster "$spec" --store memory \
-            --capacity "$capacity" --policy "$policy" --resp "127.0.0.1:$((base + 200 + i))" &
+            --capacity "$capacity" --policy "$policy" --resp "127.0.0.1:$((base + 200 + i))" "${resp_threads[@]}" &
         pids+=($!)
     done
     for i in $(seq 1 "$n"); do
@@ -95,15 +98,21 @@ stop_all() {
 
 # $1 = port, $2 = system, $3 = nodes in the cluster behind the port, $4 = durability, $5 = round,
 # $6 = pipeline depth (1: GET and SET, one request per round trip; N > 1: GET only, `-P N`, five
-# times the requests, scenario `redis-benchmark-get-pN`). Unpipelined, redis-benchmark's one
-# thread saturates its core before either server does (docs/performance/cache.md); pipelined,
-# it spends a fraction of the system calls per GET and the servers become the bottleneck.
+# times the requests, scenario `redis-benchmark-get-pN`), $7 = redis-benchmark threads (1; N > 1:
+# GET only, six times the requests, scenario `redis-benchmark-get-threadsN`). Unpipelined,
+# redis-benchmark's one thread saturates its core before either server does
+# (docs/performance/cache.md); pipelined, it spends a fraction of the system calls per GET and
+# the servers become the bottleneck. Threaded, it notices that a pass ended only at its 250 ms
+# progress tick (passes of 2,000,000 pipelined GETs, 2 to 2.75 s, came out at rates a tenth
+# apart), so its passes are made long enough for that step to stay small.
 redis_bench() {
-    local port=$1 system=$2 pipeline=${6:-1} csv command tests=(SET GET) n=$requests suffix=""
+    local port=$1 system=$2 pipeline=${6:-1} threads=${7:-1} csv command tests=(SET GET) n=$requests suffix=""
     if ((pipeline > 1)); then
         tests=(GET) n=$((requests * 5)) suffix="-p$pipeline"
+    elif ((threads > 1)); then
+        tests=(GET) n=$((requests * 6)) suffix="-threads$threads"
     fi
-    command="redis-benchmark -p $port -t $(IFS=,; echo "${tests[*]}" | tr A-Z a-z) -n $n -c 50 -r 100000 -d 100 -P $pipeline --csv"
+    command="redis-benchmark -p $port -t $(IFS=,; echo "${tests[*]}" | tr A-Z a-z) -n $n -c 50 -r 100000 -d 100 -P $pipeline --threads $threads --csv"
     csv=$($command | tr -d '\r')
     for test in "${tests[@]}"; do
         line=$(printf '%s\n' "$csv" | grep "^\"$test\"")
@@ -159,6 +168,17 @@ if wants redis; then
         done
         stop_all
     done
+    # Every core busy: hits are served on as many RESP threads as the machine has cores, and
+    # the load generator runs as many threads, so neither side is held to one core.
+    cores=$(nproc)
+    start_cache 1 100000 lru "$cores"
+    redis-benchmark -p $((base + 201)) -t set -n "$requests" -c 50 -r 100000 -d 100 -q >/dev/null
+    for round in $(seq 1 "$rounds"); do
+        progress "redis-benchmark round $round/$rounds, every core: node c1 on $cores RESP threads, then redis-server"
+        redis_bench $((base + 201)) distsync 1 "in-memory backing store, write-back; GET hits served from the node's store on $cores RESP threads" "$round-all-cores" 1 "$cores"
+        redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-all-cores" 1 "$cores"
+    done
+    stop_all
     kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
 fi
 

@@ -126,6 +126,11 @@ pub struct CacheNode<H> {
     all_leases_valid_before_tick: u64,
     lease_blocked: BTreeMap<NodeId, VecDeque<(Key, QueuedOp)>>,
     flush_waiters: Vec<OpId>,
+    /// Lines a flush still has to evict, the next last. A flush evicts only as many Modified
+    /// lines at a time as `pending_transactions_max` allows: a home's tick walks every
+    /// transaction it has in progress, and 86,000 write-backs started at once made each tick
+    /// outlast the tick interval, so the node spent its shutdown retransmitting.
+    flush_queue: Vec<Key>,
     /// Per key, the data this node last handed to its home in a `FetchResponse` (by home
     /// sequence and the tick it was given). A duplicated, reordered `Fetch` must get the same
     /// answer: the first answer may still be in flight, and a later "not here" arriving first
@@ -171,6 +176,7 @@ impl<H: HomeSelector> CacheNode<H> {
             all_leases_valid_before_tick: 0,
             lease_blocked: BTreeMap::new(),
             flush_waiters: Vec::new(),
+            flush_queue: Vec::new(),
             fetch_answers: BTreeMap::new(),
             next_txn: 0,
             next_op: 0,
@@ -524,37 +530,58 @@ impl<H: HomeSelector> CacheNode<H> {
         false
     }
 
-    /// Shutdown: evicts every line (writing back the dirty ones). Completes with
-    /// [`OpResult::Flushed`] once every write-back is acknowledged.
+    /// Shutdown: evicts every line (writing back the dirty ones), no more write-backs at a time
+    /// than `pending_transactions_max` allows, and lines that arrive meanwhile (an operation
+    /// in flight when the flush began) after them. Completes with [`OpResult::Flushed`] once
+    /// the store is empty and every write-back is acknowledged.
     pub fn flush(&mut self) -> OpStep {
         let op = self.new_op();
         let mut out = Vec::new();
-        let mut keys: Vec<Key> = self.store.iter().map(|(key, _)| key.to_key()).collect();
-        keys.sort();
-        for key in keys {
-            let line = self
-                .store
-                .remove(&key[..])
-                .expect("key listed from the store");
-            self.on_eviction(key, line, &mut out);
-        }
-        if self.flush_done() {
+        self.flush_waiters.push(op);
+        self.complete_flushes(&mut out);
+        if self.flush_waiters.is_empty() {
+            let completed = out
+                .iter()
+                .position(|effect| matches!(effect, Outbound::Complete(c) if c.op == op))
+                .expect("a finished flush completes its operation");
+            out.remove(completed);
             OpStep::Done {
                 result: OpResult::Flushed,
                 outbound: out,
             }
         } else {
-            self.flush_waiters.push(op);
             OpStep::Pending { op, outbound: out }
         }
     }
 
+    /// Evicts the flush's next lines, as long as the transaction bound allows; refills the
+    /// queue from the store when it runs dry.
+    fn continue_flush(&mut self, out: &mut Vec<Outbound>) {
+        if self.flush_waiters.is_empty() {
+            return;
+        }
+        if self.flush_queue.is_empty() && !self.store.is_empty() {
+            let mut keys: Vec<Key> = self.store.iter().map(|(key, _)| key.to_key()).collect();
+            keys.sort_unstable_by(|a, b| b.cmp(a));
+            self.flush_queue = keys;
+        }
+        while self.txns.len() < self.config.pending_transactions_max {
+            let Some(key) = self.flush_queue.pop() else {
+                break;
+            };
+            if let Some(line) = self.store.remove(&key[..]) {
+                self.on_eviction(key, line, out);
+            }
+        }
+    }
+
     fn flush_done(&self) -> bool {
-        self.write_backs.is_empty()
-            && !self
-                .txns
-                .values()
-                .any(|txn| matches!(txn.kind, TxnKind::PutModified { .. }))
+        // Every transaction, not only the write-backs: a write in flight when the flush began
+        // is acknowledged when its grant arrives, and its line must be written back too.
+        self.flush_queue.is_empty()
+            && self.store.is_empty()
+            && self.write_backs.is_empty()
+            && self.txns.is_empty()
     }
 
     fn submit(&mut self, key: Key, kind: OpKind) -> Result<OpStep, CacheError> {
@@ -1072,6 +1099,7 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     fn complete_flushes(&mut self, out: &mut Vec<Outbound>) {
+        self.continue_flush(out);
         if !self.flush_waiters.is_empty() && self.flush_done() {
             for op in self.flush_waiters.drain(..) {
                 out.push(Outbound::Complete(Completion {
@@ -1138,6 +1166,9 @@ impl<H: HomeSelector> CacheNode<H> {
                 });
             }
         }
+        // A flush held back by the transaction bound goes on once other transactions ended,
+        // and evicts the lines that operations in flight installed after it began.
+        self.complete_flushes(&mut out);
         out
     }
 }

@@ -2,7 +2,7 @@
 //! are dropped with a notice; a later read anywhere returns the latest value.
 
 use crate::common::{Cluster, config, value};
-use distsync_cache::{CacheConfig, EvictionPolicy, LineState, WritePolicy};
+use distsync_cache::{CacheConfig, EvictionPolicy, Key, LineState, NodeId, OpResult, WritePolicy};
 
 fn fill_beyond_capacity_with_m_e_s_lines(config: CacheConfig) {
     let mut cluster = Cluster::new(2, config);
@@ -119,4 +119,81 @@ fn delete_is_a_write_of_absent_and_reaches_the_backing_store() {
     cluster.flush(2);
     cluster.flush(1);
     assert_eq!(cluster.backing_value("k"), None);
+}
+
+#[test]
+fn flush_writes_back_no_more_lines_at_a_time_than_the_transaction_bound() {
+    // Proves the flush's flow control: with 20 Modified lines and at most 3 transactions, no
+    // step of the flush has more than 3 write-backs in flight, every line is still written
+    // back, and the store ends empty. Started all at once, 86,000 write-backs made each of a
+    // home's ticks outlast the tick interval, and a node's shutdown gave up before they ended.
+    let bound = 3;
+    let mut cluster = Cluster::new(
+        1,
+        CacheConfig {
+            pending_transactions_max: bound,
+            ..config(64)
+        },
+    );
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    for key in &keys {
+        cluster.write(1, key, &format!("{key}-v"));
+    }
+    let step = cluster.nodes.get_mut(&NodeId(1)).expect("node").flush();
+    let op = cluster
+        .queue_step(1, step)
+        .expect("20 write-backs take a while");
+    let mut most_in_flight = 0;
+    loop {
+        let in_flight = cluster.node(1).load().transactions;
+        assert!(in_flight <= bound, "{in_flight} transactions in flight");
+        most_in_flight = most_in_flight.max(in_flight);
+        if !cluster.step() {
+            break;
+        }
+    }
+    assert_eq!(most_in_flight, bound, "the flush used its whole allowance");
+    assert_eq!(cluster.take_completion(op), OpResult::Flushed);
+    for key in &keys {
+        assert_eq!(
+            cluster.backing_value(key).as_deref(),
+            Some(format!("{key}-v").as_str())
+        );
+    }
+    assert!(cluster.node(1).store().is_empty());
+}
+
+#[test]
+fn a_line_granted_after_a_flush_began_is_flushed_before_it_completes() {
+    // Proves the flush covers operations in flight when it began: N1's write of k is waiting
+    // for its grant when the flush starts; the flush completes only after that line, now
+    // Modified with the acknowledged write, has been written back.
+    let mut cluster = Cluster::new(1, config(8));
+    let step = cluster
+        .nodes
+        .get_mut(&NodeId(1))
+        .expect("node")
+        .write(Key::from("k"), "late".into())
+        .expect("accepted");
+    let write = cluster
+        .queue_step(1, step)
+        .expect("a miss waits for its grant");
+    let step = cluster.nodes.get_mut(&NodeId(1)).expect("node").flush();
+    let flush = cluster
+        .queue_step(1, step)
+        .expect("the write is still in flight");
+    cluster.run();
+    assert!(
+        !cluster.completions.iter().any(|c| c.op == flush),
+        "the flush waited for the write in flight"
+    );
+    assert!(matches!(
+        cluster.take_completion(write),
+        OpResult::Written(_)
+    ));
+    cluster.tick(1);
+    cluster.run();
+    assert_eq!(cluster.take_completion(flush), OpResult::Flushed);
+    assert_eq!(cluster.backing_value("k").as_deref(), Some("late"));
+    assert_eq!(cluster.state(1, "k"), LineState::Invalid);
 }

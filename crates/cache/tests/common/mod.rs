@@ -138,73 +138,76 @@ impl Cluster {
 
     /// Delivers every effect in FIFO order until nothing is left.
     pub fn run(&mut self) {
-        while let Some((from, effect)) = self.queue.pop_front() {
-            match effect {
-                Outbound::Send { to, message } => {
-                    if self.partitioned.is_some_and(|cut| cut == from || cut == to) {
-                        continue;
-                    }
-                    if let Some(index) = self.lose_once.iter().position(|n| *n == name(&message)) {
-                        self.lose_once.remove(index);
-                        self.trace.push(format!("LOST {}", name(&message)));
-                        continue;
-                    }
-                    if !matches!(
-                        message,
-                        CoherenceMessage::Heartbeat { .. } | CoherenceMessage::HeartbeatAck { .. }
-                    ) {
-                        let label = |id: NodeId| {
-                            if id == HOME {
-                                "H".to_string()
-                            } else {
-                                format!("N{}", id.0)
-                            }
-                        };
-                        self.trace.push(format!(
-                            "{}->{} {}",
-                            label(from),
-                            label(to),
-                            name(&message)
-                        ));
-                    }
-                    let out = if message.is_for_directory() {
-                        assert_eq!(to, HOME, "directory messages go to the home");
-                        self.home.handle(from, message)
-                    } else {
-                        self.nodes
-                            .get_mut(&to)
-                            .expect("known node")
-                            .on_message(from, message)
-                    };
-                    self.queue.extend(out.into_iter().map(|o| (to, o)));
+        while self.step() {}
+    }
+
+    /// Delivers the oldest effect; false when there was none.
+    pub fn step(&mut self) -> bool {
+        let Some((from, effect)) = self.queue.pop_front() else {
+            return false;
+        };
+        match effect {
+            Outbound::Send { to, message } => {
+                if self.partitioned.is_some_and(|cut| cut == from || cut == to) {
+                    return true;
                 }
-                Outbound::Backing(request) => {
-                    let result = match request.op {
-                        BackingOp::Read => {
-                            self.trace.push("H backing Read".into());
-                            BackingResult::Read(
-                                self.backing.get(&request.key).cloned().unwrap_or_default(),
-                            )
-                        }
-                        BackingOp::Write(data) => {
-                            self.trace.push("H backing Write".into());
-                            let stored = self.backing.entry(request.key.clone()).or_default();
-                            if data.version >= stored.version {
-                                *stored = data;
-                            }
-                            BackingResult::Written
+                if let Some(index) = self.lose_once.iter().position(|n| *n == name(&message)) {
+                    self.lose_once.remove(index);
+                    self.trace.push(format!("LOST {}", name(&message)));
+                    return true;
+                }
+                if !matches!(
+                    message,
+                    CoherenceMessage::Heartbeat { .. } | CoherenceMessage::HeartbeatAck { .. }
+                ) {
+                    let label = |id: NodeId| {
+                        if id == HOME {
+                            "H".to_string()
+                        } else {
+                            format!("N{}", id.0)
                         }
                     };
-                    let out = self.home.on_backing(BackingResponse {
-                        id: request.id,
-                        key: request.key,
-                        result,
-                    });
-                    self.queue.extend(out.into_iter().map(|o| (HOME, o)));
+                    self.trace
+                        .push(format!("{}->{} {}", label(from), label(to), name(&message)));
                 }
-                Outbound::Complete(completion) => self.completions.push(completion),
+                let out = if message.is_for_directory() {
+                    assert_eq!(to, HOME, "directory messages go to the home");
+                    self.home.handle(from, message)
+                } else {
+                    self.nodes
+                        .get_mut(&to)
+                        .expect("known node")
+                        .on_message(from, message)
+                };
+                self.queue.extend(out.into_iter().map(|o| (to, o)));
             }
+            Outbound::Backing(request) => {
+                let result = match request.op {
+                    BackingOp::Read => {
+                        self.trace.push("H backing Read".into());
+                        BackingResult::Read(
+                            self.backing.get(&request.key).cloned().unwrap_or_default(),
+                        )
+                    }
+                    BackingOp::Write(data) => {
+                        self.trace.push("H backing Write".into());
+                        let stored = self.backing.entry(request.key.clone()).or_default();
+                        if data.version >= stored.version {
+                            *stored = data;
+                        }
+                        BackingResult::Written
+                    }
+                };
+                let out = self.home.on_backing(BackingResponse {
+                    id: request.id,
+                    key: request.key,
+                    result,
+                });
+                self.queue.extend(out.into_iter().map(|o| (HOME, o)));
+            }
+            Outbound::Complete(completion) => self.completions.push(completion),
         }
+        true
     }
 
     /// Runs a local operation to completion and returns its result.

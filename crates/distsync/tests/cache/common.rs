@@ -146,6 +146,15 @@ pub fn redis_command(port: u16, args: &[&str]) -> Option<String> {
     })
 }
 
+/// One RESP command frame.
+pub fn command(words: &[&str]) -> Vec<u8> {
+    let mut frame = format!("*{}\r\n", words.len()).into_bytes();
+    for word in words {
+        frame.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
+    }
+    frame
+}
+
 /// One `distsync serve cache` child.
 pub struct NodeProc {
     pub name: String,

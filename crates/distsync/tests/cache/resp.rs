@@ -4,7 +4,7 @@
 //! Whether the replies really go out together is a matter of CPU per request, measured by
 //! `scripts/cache-get-vs-redis.sh`, not asserted here.
 
-use super::common::Cluster;
+use super::common::{Cluster, command};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -12,14 +12,6 @@ use std::time::Duration;
 const CONNECTIONS: usize = 16;
 const BATCHES: usize = 20;
 const PAIRS_PER_BATCH: usize = 32;
-
-fn command(words: &[&str]) -> Vec<u8> {
-    let mut frame = format!("*{}\r\n", words.len()).into_bytes();
-    for word in words {
-        frame.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
-    }
-    frame
-}
 
 /// Pipelines batches of SET then GET of keys only this connection writes, and checks the
 /// replies byte for byte.
