@@ -44,7 +44,7 @@ const LEAVE_LIMIT: Duration = Duration::from_millis(500);
 /// the other nodes it leaves.
 ///
 /// # Errors
-/// The HTTP server fails.
+/// The HTTP server fails, or the Modified lines are not all written back within 5 s.
 pub async fn run_cache_node(
     engine: Arc<CacheEngine>,
     http_listener: TcpListener,
@@ -64,12 +64,17 @@ pub async fn run_cache_node(
         .with_graceful_shutdown(shutdown)
         .await;
     let flushed = engine.flush(FLUSH_LIMIT).await;
-    if !flushed {
-        tracing::warn!("shutdown: not every Modified line was written back in time");
-    }
     for task in tasks {
         task.abort();
     }
     engine.leave(LEAVE_LIMIT).await;
-    result.map_err(Into::into)
+    result?;
+    // Exiting with an error tells whoever stopped the node (an orchestrator, a script) that
+    // acknowledged writes may be gone, which a log line alone would not.
+    anyhow::ensure!(
+        flushed,
+        "shutdown: not every Modified line was written back in time ({FLUSH_LIMIT:?}: the homes \
+         or the backing store did not answer); under write-back, the writes they held are lost"
+    );
+    Ok(())
 }
