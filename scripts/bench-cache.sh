@@ -102,9 +102,9 @@ stop_all() {
 # GET only, six times the requests, scenario `redis-benchmark-get-threadsN`). Unpipelined,
 # redis-benchmark's one thread saturates its core before either server does
 # (docs/performance/cache.md); pipelined, it spends a fraction of the system calls per GET and
-# the servers become the bottleneck. Threaded, it notices that a pass ended only at its 250 ms
-# progress tick (passes of 2,000,000 pipelined GETs, 2 to 2.75 s, came out at rates a tenth
-# apart), so its passes are made long enough for that step to stay small.
+# the servers become the bottleneck. On more than one thread, a thread whose clients are done
+# stops only at its 250 ms progress tick (passes of 2,000,000 pipelined GETs, 2 to 2.75 s, came
+# out at rates a tenth apart), so its passes are made long enough for that step to stay small.
 redis_bench() {
     local port=$1 system=$2 pipeline=${6:-1} threads=${7:-1} csv command tests=(SET GET) n=$requests suffix=""
     if ((pipeline > 1)); then
@@ -112,7 +112,10 @@ redis_bench() {
     elif ((threads > 1)); then
         tests=(GET) n=$((requests * 6)) suffix="-threads$threads"
     fi
-    command="redis-benchmark -p $port -t $(IFS=,; echo "${tests[*]}" | tr A-Z a-z) -n $n -c 50 -r 100000 -d 100 -P $pipeline --threads $threads --csv"
+    # `--threads 1` would still switch redis-benchmark to its threaded mode: pass it only for more.
+    local threaded=""
+    ((threads > 1)) && threaded=" --threads $threads"
+    command="redis-benchmark -p $port -t $(IFS=,; echo "${tests[*]}" | tr A-Z a-z) -n $n -c 50 -r 100000 -d 100 -P $pipeline$threaded --csv"
     csv=$($command | tr -d '\r')
     for test in "${tests[@]}"; do
         line=$(printf '%s\n' "$csv" | grep "^\"$test\"")
@@ -171,14 +174,18 @@ if wants redis; then
     # Every core busy: hits are served on as many RESP threads as the machine has cores, and
     # the load generator runs as many threads, so neither side is held to one core.
     cores=$(nproc)
-    start_cache 1 100000 lru "$cores"
-    redis-benchmark -p $((base + 201)) -t set -n "$requests" -c 50 -r 100000 -d 100 -q >/dev/null
-    for round in $(seq 1 "$rounds"); do
-        progress "redis-benchmark round $round/$rounds, every core: node c1 on $cores RESP threads, then redis-server"
-        redis_bench $((base + 201)) distsync 1 "in-memory backing store, write-back; GET hits served from the node's store on $cores RESP threads" "$round-all-cores" 1 "$cores"
-        redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-all-cores" 1 "$cores"
-    done
-    stop_all
+    if ((cores > 1)); then
+        start_cache 1 100000 lru "$cores"
+        redis-benchmark -p $((base + 201)) -t set -n "$requests" -c 50 -r 100000 -d 100 -q >/dev/null
+        for round in $(seq 1 "$rounds"); do
+            progress "redis-benchmark round $round/$rounds, every core: node c1 on $cores RESP threads, then redis-server"
+            redis_bench $((base + 201)) distsync 1 "in-memory backing store, write-back; GET hits served from the node's store on $cores RESP threads" "$round-all-cores" 1 "$cores"
+            redis_bench $((base + 300)) redis 1 "no persistence (save '' appendonly no)" "$round-all-cores" 1 "$cores"
+        done
+        stop_all
+    else
+        progress "one core: no every-core rounds (they would repeat the unpipelined GET)"
+    fi
     kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
 fi
 

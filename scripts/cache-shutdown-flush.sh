@@ -17,9 +17,10 @@ shopt -s inherit_errexit
 base=${BASE_PORT:-18000}
 work=$(mktemp -d)
 pids=()
+redis_started=false
 cleanup() {
     if ((${#pids[@]})); then kill -9 "${pids[@]}" 2>/dev/null || true; fi
-    redis-cli -p $((base + 300)) shutdown nosave >/dev/null 2>&1 || true
+    if $redis_started; then redis-cli -p $((base + 300)) shutdown nosave >/dev/null 2>&1 || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -33,8 +34,16 @@ start_nodes() { # $1 = binary, $2 = nodes, $3 = store
             --resp "127.0.0.1:$((base + 200 + i))" >"$work/node-$i.log" 2>&1 &
         pids+=($!)
     done
+    local deadline=$((SECONDS + 30))
     for i in $(seq 1 "$2"); do
-        until curl -sf "127.0.0.1:$((base + i))/readyz" >/dev/null; do sleep 0.05; done
+        until curl -sf "127.0.0.1:$((base + i))/readyz" >/dev/null; do
+            if ((SECONDS > deadline)) || ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
+                echo "node c$i did not become ready:" >&2
+                cat "$work/node-$i.log" >&2
+                exit 1
+            fi
+            sleep 0.05
+        done
     done
 }
 
@@ -62,8 +71,13 @@ for bin in "$@"; do
         echo "  memory, $nodes node(s): c1 held $lines lines; SIGTERM to all: exited after ${seconds} s; flushes that ran out of time: $(flush_gave_up)"
     done
     redis_port=$((base + 300))
+    if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+        echo "port $redis_port is taken by another redis-server; set BASE_PORT" >&2
+        exit 1
+    fi
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --enable-debug-command yes --daemonize yes --loglevel warning >/dev/null
+    redis_started=true
     until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
     rm -f "$work"/node-*.log
     start_nodes "$bin" 1 "redis://127.0.0.1:$redis_port"
@@ -81,4 +95,5 @@ for bin in "$@"; do
     stored=$(redis-cli -p "$redis_port" dbsize)
     echo "  redis, 1 node, redis-server stalled 1.5 s at SIGTERM: c1 held $lines lines; exited after ${seconds} s; redis-server ran ${evals:-0} writes; it holds $stored keys; flushes that ran out of time: $(flush_gave_up)"
     redis-cli -p "$redis_port" shutdown nosave >/dev/null
+    redis_started=false
 done

@@ -533,7 +533,8 @@ impl<H: HomeSelector> CacheNode<H> {
     /// Shutdown: evicts every line (writing back the dirty ones), no more write-backs at a time
     /// than `pending_transactions_max` allows, and lines that arrive meanwhile (an operation
     /// in flight when the flush began) after them. Completes with [`OpResult::Flushed`] once
-    /// the store is empty and every write-back is acknowledged.
+    /// the store is empty, every write-back is acknowledged and no operation is left waiting;
+    /// at once for a node outside the view.
     pub fn flush(&mut self) -> OpStep {
         let op = self.new_op();
         let mut out = Vec::new();
@@ -576,12 +577,23 @@ impl<H: HomeSelector> CacheNode<H> {
     }
 
     fn flush_done(&self) -> bool {
-        // Every transaction, not only the write-backs: a write in flight when the flush began
-        // is acknowledged when its grant arrives, and its line must be written back too.
+        // Declared dead (a view without this node was adopted; the view given to `new` is
+        // taken as it comes), the node holds nothing it may still write back, and sends nothing.
+        if self.epoch > 0 && !self.members.contains(&self.id) {
+            return true;
+        }
+        // Not only the write-backs: an operation in flight when the flush began (a write whose
+        // grant is on its way, or one waiting for a lease) is acknowledged later, and the line
+        // it leaves must be written back too. A transaction whose operations were all
+        // withdrawn (their clients were answered "unavailable") is not waited for: it
+        // installs no write.
         self.flush_queue.is_empty()
             && self.store.is_empty()
             && self.write_backs.is_empty()
-            && self.txns.is_empty()
+            && self.lease_blocked.values().all(VecDeque::is_empty)
+            && !self.txns.values().any(|txn| {
+                matches!(txn.kind, TxnKind::PutModified { .. }) || !txn.queued.is_empty()
+            })
     }
 
     fn submit(&mut self, key: Key, kind: OpKind) -> Result<OpStep, CacheError> {

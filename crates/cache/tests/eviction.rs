@@ -2,7 +2,9 @@
 //! are dropped with a notice; a later read anywhere returns the latest value.
 
 use crate::common::{Cluster, config, value};
-use distsync_cache::{CacheConfig, EvictionPolicy, Key, LineState, NodeId, OpResult, WritePolicy};
+use distsync_cache::{
+    CacheConfig, EvictionPolicy, Key, LineState, NodeId, OpResult, OpStep, WritePolicy,
+};
 
 fn fill_beyond_capacity_with_m_e_s_lines(config: CacheConfig) {
     let mut cluster = Cluster::new(2, config);
@@ -166,8 +168,8 @@ fn flush_writes_back_no_more_lines_at_a_time_than_the_transaction_bound() {
 #[test]
 fn a_line_granted_after_a_flush_began_is_flushed_before_it_completes() {
     // Proves the flush covers operations in flight when it began: N1's write of k is waiting
-    // for its grant when the flush starts; the flush completes only after that line, now
-    // Modified with the acknowledged write, has been written back.
+    // for its grant when the flush starts; when the flush completes, the backing store holds
+    // that write (acknowledged once the grant arrived), and N1 no longer holds the line.
     let mut cluster = Cluster::new(1, config(8));
     let step = cluster
         .nodes
@@ -182,18 +184,58 @@ fn a_line_granted_after_a_flush_began_is_flushed_before_it_completes() {
     let flush = cluster
         .queue_step(1, step)
         .expect("the write is still in flight");
-    cluster.run();
-    assert!(
-        !cluster.completions.iter().any(|c| c.op == flush),
-        "the flush waited for the write in flight"
+    let mut ticks = 0;
+    while !cluster.completions.iter().any(|c| c.op == flush) {
+        if !cluster.step() {
+            ticks += 1;
+            assert!(ticks <= 10, "the flush never completed");
+            cluster.tick(1);
+        }
+    }
+    assert_eq!(
+        cluster.backing_value("k").as_deref(),
+        Some("late"),
+        "the flush completed before the write it began with was written back"
     );
+    cluster.run();
     assert!(matches!(
         cluster.take_completion(write),
         OpResult::Written(_)
     ));
-    cluster.tick(1);
-    cluster.run();
     assert_eq!(cluster.take_completion(flush), OpResult::Flushed);
-    assert_eq!(cluster.backing_value("k").as_deref(), Some("late"));
     assert_eq!(cluster.state(1, "k"), LineState::Invalid);
+}
+
+#[test]
+fn a_flush_does_not_wait_for_what_can_never_finish() {
+    // Proves the flush's limits: a read whose request never reaches its home (the messages
+    // below are never delivered), and whose operation the shell has withdrawn (its client was
+    // answered "unavailable"), installs no write and is not waited for; and a node declared
+    // dead (outside the view) flushes at once, although a transaction it can no longer send
+    // is still open.
+    let mut cluster = Cluster::new(2, config(8));
+    let node = cluster.nodes.get_mut(&NodeId(1)).expect("node");
+    let OpStep::Pending { op, .. } = node.read(Key::from("k")).expect("accepted") else {
+        panic!("a miss waits for its home");
+    };
+    assert!(node.withdraw(op));
+    assert!(
+        matches!(node.flush(), OpStep::Done { .. }),
+        "withdrawn read waited for"
+    );
+
+    let node = cluster.nodes.get_mut(&NodeId(2)).expect("node");
+    let OpStep::Pending { .. } = node.write(Key::from("j"), "v".into()).expect("accepted") else {
+        panic!("a miss waits for its home");
+    };
+    let pending = node.flush();
+    assert!(
+        matches!(pending, OpStep::Pending { .. }),
+        "a write in flight is waited for"
+    );
+    node.set_members(1, vec![distsync_cache::NodeId(0)]);
+    assert!(
+        matches!(node.flush(), OpStep::Done { .. }),
+        "a node outside the view has nothing left to flush"
+    );
 }
