@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How a cache node's shutdown writes back its Modified lines (issue 5: "a Modified line is
 # written back ... on shutdown"). Two passes per binary:
-#   memory: NODES nodes with --store memory; SETs through c1's RESP port leave c1 holding about
+#   memory: 1 node, then 3, with --store memory; SETs through c1's RESP port leave c1 holding about
 #           86,000 keys Modified (200,000 SETs over 100,000 random keys); then SIGTERM to every
 #           node at once. Prints the time until all have exited and whether any node logged
 #           that its flush ran out of time (the rest of its dirty lines never written back).
@@ -10,7 +10,7 @@
 #           writes redis-server ran (EVAL calls) against the lines written back, and whether
 #           every line reached it.
 # usage: scripts/cache-shutdown-flush.sh BINARY [BINARY...]   (e.g. a build before a change
-#        and one after; each gets both passes, NODES=1 and NODES=3 for the memory pass)
+#        and one after; each gets both passes)
 set -euo pipefail
 shopt -s inherit_errexit
 (($#)) || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }

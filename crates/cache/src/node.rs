@@ -539,13 +539,11 @@ impl<H: HomeSelector> CacheNode<H> {
         let op = self.new_op();
         let mut out = Vec::new();
         self.flush_waiters.push(op);
-        self.complete_flushes(&mut out);
-        if self.flush_waiters.is_empty() {
-            let completed = out
-                .iter()
-                .position(|effect| matches!(effect, Outbound::Complete(c) if c.op == op))
-                .expect("a finished flush completes its operation");
-            out.remove(completed);
+        self.continue_flush(&mut out);
+        if self.flush_done() {
+            // Answered here, not by a completion; earlier flushes still waiting complete too.
+            self.flush_waiters.pop();
+            self.complete_flushes(&mut out);
             OpStep::Done {
                 result: OpResult::Flushed,
                 outbound: out,

@@ -5,7 +5,7 @@
 use super::common::{ClientError, Cluster, RedisProc, Rng, await_view, command, redis_command};
 use distsync_api::ErrorCode;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -284,30 +284,17 @@ fn sigterm_writes_back_every_modified_line_of_a_full_node() {
         stopping.elapsed()
     );
 
-    let mut stored = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    let requests: Vec<u8> = (0..KEYS)
-        .flat_map(|i| command(&["HGET", &format!("distsync:cache:shutdown-{i}"), "v"]))
-        .collect();
-    stored.write_all(&requests).unwrap();
-    let mut replies = BufReader::new(stored);
-    let mut missing = Vec::new();
+    let mut stored = redis::Client::open(redis.url())
+        .and_then(|client| client.get_connection())
+        .expect("connecting to redis");
+    let mut hgets = redis::pipe();
     for i in 0..KEYS {
-        let mut header = String::new();
-        replies.read_line(&mut header).unwrap();
-        let value = match header.trim_end().strip_prefix('$') {
-            Some("-1") => None,
-            Some(length) => {
-                let mut value = vec![0; length.parse::<usize>().unwrap() + 2];
-                replies.read_exact(&mut value).unwrap();
-                value.truncate(value.len() - 2);
-                Some(String::from_utf8(value).unwrap())
-            }
-            None => panic!("unexpected reply from redis: {header:?}"),
-        };
-        if value != Some(value_of(i)) {
-            missing.push(i);
-        }
+        hgets.hget(format!("distsync:cache:shutdown-{i}"), "v");
     }
+    let values: Vec<Option<String>> = hgets.query(&mut stored).expect("reading redis");
+    let missing: Vec<usize> = (0..KEYS)
+        .filter(|&i| values[i].as_deref() != Some(value_of(i).as_str()))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {KEYS} acknowledged writes are not in redis after SIGTERM, e.g. shutdown-{}",
